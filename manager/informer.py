@@ -1,0 +1,368 @@
+"""A list-then-watch informer that keeps a local copy of one resource type and never goes blind.
+
+Why it is written this way (each point is a failure seen in operators built on kubernetes-asyncio or kopf):
+
+* List, then watch from the list's resourceVersion with bookmarks, so no change between the two is missed
+  and a quiet watch keeps an up-to-date resourceVersion to resume from.
+* A 410 Gone (as an HTTP status or as an ERROR event) means our resourceVersion fell out of the server's
+  window: list again and diff the new list against the store, emitting the adds, updates and deletes that
+  happened while we were away. kubernetes-asyncio retries a 410 once and then gives up; we always re-list.
+* The server ends each watch after `watch_timeout` (randomised so that many informers do not reconnect in
+  lock-step); the client's read timeout is longer than the server's bookmark interval but much shorter than
+  forever, so a half-open connection (the "watch that silently stops") is noticed and the watch reopened
+  from the last resourceVersion. That inactivity watchdog costs one cheap watch request, not a re-list.
+* Connection errors back off exponentially with jitter and resume from the last resourceVersion.
+* Handlers run inline and must be cheap (they only enqueue keys); a handler that raises is logged and does
+  not stop the informer.
+
+The store holds the objects exactly as the server sent them. Readers must not mutate what they get; the
+cache hands out deep copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from manager.client import Client, Object, Resource, WatchEvent, name_of, namespace_of
+from manager.errors import ApiError, Gone
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+"""(namespace, name) of an object; namespace is '' for cluster-scoped objects."""
+
+IndexFunc = Callable[[Object], Iterable[str]]
+"""Maps an object to the index values it is found under."""
+
+OWNER_INDEX = "owner-uid"
+"""Index of objects by the uid of each of their owners."""
+
+
+def key_of(obj: Mapping[str, Any]) -> Key:
+    """The store key of an object."""
+    return namespace_of(obj), name_of(obj)
+
+
+def owner_uids(obj: Object) -> Iterable[str]:
+    """Index function: the uids of the object's owners."""
+    return [str(ref["uid"]) for ref in obj.get("metadata", {}).get("ownerReferences") or [] if ref.get("uid")]
+
+
+class EventHandler(Protocol):
+    """Receives the changes an informer observes; must be cheap and must not mutate the objects."""
+
+    def on_add(self, obj: Object) -> None:
+        """An object appeared (or was listed for the first time)."""
+
+    def on_update(self, old: Object, new: Object) -> None:
+        """An object changed (or, on a resync, `old is new`)."""
+
+    def on_delete(self, obj: Object) -> None:
+        """An object is gone; `obj` is its last known state."""
+
+
+class Store:
+    """Objects by key, with secondary indexes kept in step on every change."""
+
+    def __init__(self) -> None:
+        self._items: dict[Key, Object] = {}
+        self._index_funcs: dict[str, IndexFunc] = {}
+        self._indexes: dict[str, dict[str, set[Key]]] = {}
+
+    def add_index(self, name: str, func: IndexFunc) -> None:
+        """Register an index and build it from what is already stored."""
+        if name in self._index_funcs:
+            return
+        self._index_funcs[name] = func
+        index: dict[str, set[Key]] = {}
+        for key, obj in self._items.items():
+            for value in func(obj):
+                index.setdefault(value, set()).add(key)
+        self._indexes[name] = index
+
+    def get(self, namespace: str, name: str) -> Object | None:
+        """The stored object, or None."""
+        return self._items.get((namespace, name))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Object]:
+        return iter(list(self._items.values()))
+
+    def all_keys(self) -> list[Key]:
+        """All keys."""
+        return list(self._items)
+
+    def by_index(self, name: str, value: str) -> list[Object]:
+        """The objects an index maps `value` to."""
+        keys = self._indexes[name].get(value, ())
+        return [self._items[k] for k in sorted(keys)]
+
+    def put(self, obj: Object) -> Object | None:
+        """Store `obj`; returns what it replaced."""
+        key = key_of(obj)
+        old = self._items.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self._items[key] = obj
+        for name, func in self._index_funcs.items():
+            index = self._indexes[name]
+            for value in func(obj):
+                index.setdefault(value, set()).add(key)
+        return old
+
+    def remove(self, key: Key) -> Object | None:
+        """Drop a key; returns what was stored."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+        return old
+
+    def _unindex(self, key: Key, obj: Object) -> None:
+        for name, func in self._index_funcs.items():
+            index = self._indexes[name]
+            for value in func(obj):
+                keys = index.get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del index[value]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    """Timeouts of the list/watch loop; every one has a non-null default."""
+
+    watch_timeout: float = 300.0
+    """Server-side watch timeout; each watch uses a random value in [watch_timeout, 2*watch_timeout)."""
+    inactivity_timeout: float = 120.0
+    """Client-side: reopen a watch that delivered nothing (not even a bookmark) for this long."""
+    backoff_initial: float = 0.8
+    backoff_max: float = 30.0
+    page_size: int = 500
+    resync_period: float | None = None
+    """When set, every stored object is re-delivered to handlers as an update this often."""
+
+
+class Informer:
+    """Keeps a `Store` of one resource type in step with the API server and notifies handlers."""
+
+    def __init__(
+        self,
+        client: Client,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        settings: WatchSettings | None = None,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.settings = settings or WatchSettings()
+        self.store = Store()
+        self.store.add_index(OWNER_INDEX, owner_uids)
+        self._handlers: list[EventHandler] = []
+        self._synced = asyncio.Event()
+        self._resource_version = ""
+        self._task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
+        self.relists = 0
+        """How many times the informer listed (1 after the first sync); observable for tests and logs."""
+        self.watches = 0
+        """How many watch requests it opened."""
+
+    def __repr__(self) -> str:
+        return f"Informer({self.resource}, namespace={self.namespace or '*'})"
+
+    @property
+    def has_synced(self) -> bool:
+        """True once the first list has been stored (and stays true)."""
+        return self._synced.is_set()
+
+    @property
+    def resource_version(self) -> str:
+        """The resourceVersion the next watch resumes from."""
+        return self._resource_version
+
+    def add_handler(self, handler: EventHandler) -> None:
+        """Deliver future changes to `handler`; replays the current store as adds when already synced."""
+        self._handlers.append(handler)
+        if self.has_synced:
+            for obj in self.store:
+                _call(handler.on_add, obj)
+
+    def add_index(self, name: str, func: IndexFunc) -> None:
+        """Add a secondary index to the store."""
+        self.store.add_index(name, func)
+
+    def start(self) -> None:
+        """Start the list/watch loop as an owned task (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"informer:{self.resource}")
+            if self.settings.resync_period:
+                self._resync_task = asyncio.create_task(self._resync_loop(self.settings.resync_period))
+
+    async def stop(self) -> None:
+        """Cancel the loop and wait for it to end."""
+        tasks = [t for t in (self._task, self._resync_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = self._resync_task = None
+
+    async def wait_for_sync(self, timeout: float | None = None) -> bool:
+        """Wait until the first list is stored; False on timeout."""
+        try:
+            await asyncio.wait_for(self._synced.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run(self) -> None:
+        backoff = self.settings.backoff_initial
+        need_list = True
+        while True:
+            try:
+                if need_list:
+                    await self._list_and_replace()
+                    need_list = False
+                await self._watch_once()
+                backoff = self.settings.backoff_initial
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                log.info("%r: resourceVersion %s expired, listing again", self, self._resource_version)
+                need_list = True
+            except ApiError as exc:
+                delay = backoff * random.uniform(0.5, 1.5)
+                log.warning("%r: %s; retrying in %.1fs", self, exc, delay)
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, self.settings.backoff_max)
+            except Exception:
+                delay = backoff * random.uniform(0.5, 1.5)
+                log.exception("%r: unexpected error; retrying in %.1fs", self, delay)
+                await asyncio.sleep(delay)
+                backoff = min(backoff * 2, self.settings.backoff_max)
+
+    async def _list_and_replace(self) -> None:
+        items, resource_version = await self.client.list_all(
+            self.resource,
+            self.namespace,
+            label_selector=self.label_selector,
+            page_size=self.settings.page_size,
+        )
+        self.relists += 1
+        seen: set[Key] = set()
+        for obj in items:
+            key = key_of(obj)
+            seen.add(key)
+            self._apply_upsert(obj)
+        for key in self.store.all_keys():
+            if key not in seen:
+                gone = self.store.remove(key)
+                if gone is not None:
+                    self._emit_delete(gone)
+        self._resource_version = resource_version
+        if not self._synced.is_set():
+            log.info("%r: synced %d objects", self, len(self.store))
+            self._synced.set()
+
+    async def _watch_once(self) -> None:
+        settings = self.settings
+        timeout = int(settings.watch_timeout * random.uniform(1.0, 2.0))
+        self.watches += 1
+        async with self.client.watch(
+            self.resource,
+            self.namespace,
+            resource_version=self._resource_version,
+            timeout_seconds=timeout,
+            read_timeout=settings.inactivity_timeout,
+            label_selector=self.label_selector,
+        ) as events:
+            async for event in events:
+                self._handle(event)
+
+    def _handle(self, event: WatchEvent) -> None:
+        obj = event.object
+        if event.type == "ERROR":
+            code = int(obj.get("code") or 0)
+            message = str(obj.get("message") or "")
+            if code == 410:
+                raise Gone(410, str(obj.get("reason") or "Expired"), message, obj)
+            raise ApiError(code, str(obj.get("reason") or "WatchError"), message or "watch error", obj)
+        version = str(obj.get("metadata", {}).get("resourceVersion") or "")
+        if event.type == "BOOKMARK":
+            if version:
+                self._resource_version = version
+            return
+        if event.type in ("ADDED", "MODIFIED"):
+            obj.setdefault("apiVersion", self.resource.api_version)
+            obj.setdefault("kind", self.resource.kind)
+            self._apply_upsert(obj)
+        elif event.type == "DELETED":
+            gone = self.store.remove(key_of(obj))
+            self._emit_delete(gone if gone is not None else obj)
+        else:
+            log.warning("%r: ignoring watch event of unknown type %r", self, event.type)
+            return
+        if version:
+            self._resource_version = version
+
+    def _apply_upsert(self, obj: Object) -> None:
+        key = key_of(obj)
+        old = self.store.get(*key)
+        if old is not None and _uid(old) != _uid(obj):
+            # Deleted and re-created under the same name while we were not watching.
+            self.store.remove(key)
+            self._emit_delete(old)
+            old = None
+        if old is not None and _version(old) == _version(obj):
+            return
+        self.store.put(obj)
+        for handler in self._handlers:
+            if old is None:
+                _call(handler.on_add, obj)
+            else:
+                _call(handler.on_update, old, obj)
+
+    async def _resync_loop(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            if self.has_synced:
+                self.resync()
+
+    def resync(self) -> None:
+        """Re-deliver every stored object to the handlers as an update (controller-runtime's SyncPeriod)."""
+        for obj in self.store:
+            for handler in self._handlers:
+                _call(handler.on_update, obj, obj)
+
+    def _emit_delete(self, obj: Object) -> None:
+        for handler in self._handlers:
+            _call(handler.on_delete, obj)
+
+
+def _call(method: Callable[..., None], *objs: Object) -> None:
+    try:
+        method(*objs)
+    except Exception:
+        log.exception("event handler %r failed", method)
+
+
+def _uid(obj: Object) -> str:
+    return str(obj.get("metadata", {}).get("uid") or "")
+
+
+def _version(obj: Object) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion") or "")
