@@ -23,6 +23,7 @@ from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
+import yaml
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
@@ -405,7 +406,7 @@ async def load_client(
             )
     except ConfigException as exc:
         raise ConfigurationError(f"invalid kubeconfig: {exc}") from exc
-    except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(f"invalid kubeconfig {path or '~/.kube/config'}: {_describe(exc)}") from exc
     configuration.connection_pool_maxsize = connection_pool
     return Client(k8s_client.ApiClient(configuration), request_timeout=request_timeout)
