@@ -33,6 +33,9 @@ from manager.errors import ApiError, ConfigurationError, ServerUnavailable
 Object = dict[str, Any]
 """A Kubernetes object as the API server serialises it (JSON)."""
 
+WATCH_CLIENT_MARGIN = 30.0
+"""Seconds the client-side bound of a watch exceeds its server-side `timeoutSeconds`."""
+
 RequestHook = Callable[[str, int, float], None]
 """Called after every request with (HTTP method, status code or 0 when there was no answer, seconds)."""
 
@@ -334,8 +337,9 @@ class Client:
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
             "labelSelector": label_selector,
         }
+        # The server ends the stream first; the client's total bound is a backstop for a server that does not.
         timeout = aiohttp.ClientTimeout(
-            total=None,
+            total=timeout_seconds + WATCH_CLIENT_MARGIN,
             connect=self.request_timeout,
             sock_connect=self.request_timeout,
             sock_read=read_timeout,
