@@ -1,0 +1,51 @@
+# The two entry points a fresh machine needs (see README.md):
+#   make run    runs the manager (on a local control plane when no cluster is configured)
+#   make test   runs every check and test
+# Each does its own set-up: virtualenv, Python packages, control-plane binaries, Prometheus.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint typecheck unit integration venv binaries prometheus bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+binaries:
+	bash hack/provision-binaries.sh >/dev/null
+
+prometheus:
+	bash hack/provision-prometheus.sh
+
+run: venv binaries
+	$(BIN)/python -m e2e.localcluster.run -- $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -m "not cluster and not prometheus"
+
+integration: venv binaries prometheus
+	$(BIN)/pytest -m "cluster or prometheus"
+
+test: venv binaries prometheus lint typecheck
+	$(BIN)/pytest
+
+bench: venv binaries
+	$(BIN)/python -m benchmarks.workqueue_throughput
+	$(BIN)/python -m benchmarks.informer_sync
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,120 @@
+"""Find the etcd, kube-apiserver and kube-controller-manager binaries, provisioning them if needed.
+
+Tests must run against the exact Kubernetes version KServe targets (v1.20.2), and a fresh machine has none of
+these binaries. Resolution is per binary so a developer can override one of them: ``$KUBEBUILDER_ASSETS``
+first (the envtest convention), then ``$PATH``, then the per-version user cache that
+``hack/provision-binaries.sh`` fills. Only when something is still missing do we run that script, which
+installs etcd from Debian and builds the Kubernetes binaries from Debian's source package (minutes, once).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+K8S_VERSION = "1.20.2"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+PROVISION_TIMEOUT_S = 3600.0
+
+
+class BinariesError(RuntimeError):
+    """A binary could not be found or provisioned."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def provision_script() -> Path:
+    return repo_root() / "hack" / "provision-binaries.sh"
+
+
+def cache_dir(version: str = K8S_VERSION) -> Path:
+    """The directory the provisioning script fills (same precedence of variables as the script)."""
+    root = os.environ.get("KSERVE_PY_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(xdg) / "kserve-py")
+    return Path(root) / "k8s" / f"v{version}"
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def find_binary(name: str) -> Path | None:
+    """Resolve one binary without provisioning: $KUBEBUILDER_ASSETS, then PATH, then the user cache."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and _executable(Path(assets) / name):
+        return Path(assets) / name
+    on_path = shutil.which(name)
+    if on_path:
+        return Path(on_path)
+    cached = cache_dir() / name
+    return cached if _executable(cached) else None
+
+
+def _run_provisioning() -> Path:
+    script = provision_script()
+    if not script.is_file():
+        raise BinariesError(f"provisioning script not found: {script}")
+    lock_path = cache_dir().parent.parent / ".provision.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    # Two test sessions provisioning at once would build into the same source tree; serialise them.
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            done = subprocess.run(
+                ["bash", str(script)],
+                stdout=subprocess.PIPE,
+                text=True,
+                timeout=PROVISION_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BinariesError(f"{script} did not finish within {PROVISION_TIMEOUT_S:.0f}s") from exc
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise BinariesError(f"{script} failed with exit code {done.returncode} (see its output above)")
+    return Path(lines[-1].strip())
+
+
+def resolve_binaries(*, provision: bool = True) -> Binaries:
+    """Return the three binaries; provision the missing ones (blocking, possibly minutes) if allowed."""
+    found = {name: find_binary(name) for name in COMPONENTS}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        if not provision:
+            raise BinariesError(
+                f"missing {', '.join(missing)}: set KUBEBUILDER_ASSETS, put them on PATH, "
+                f"or run {provision_script()}"
+            )
+        provisioned = _run_provisioning()
+        for name in missing:
+            candidate = provisioned / name
+            if not _executable(candidate):
+                raise BinariesError(f"provisioning reported {provisioned} but {candidate} is not executable")
+            found[name] = candidate
+    return Binaries(
+        etcd=_require(found, "etcd"),
+        kube_apiserver=_require(found, "kube-apiserver"),
+        kube_controller_manager=_require(found, "kube-controller-manager"),
+    )
+
+
+def _require(found: dict[str, Path | None], name: str) -> Path:
+    path = found[name]
+    if path is None:
+        raise BinariesError(f"{name} not found")
+    return path
