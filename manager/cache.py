@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 
 from manager.client import Client, Object, Resource
-from manager.informer import OWNER_INDEX, IndexFunc, Informer, WatchSettings
+from manager.informer import LABEL_INDEX, OWNER_INDEX, IndexFunc, Informer, WatchSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,14 @@ class Cache:
     ) -> list[Object]:
         """Deep copies of the cached objects in a namespace (or all), optionally matching labels exactly."""
         informer = self._lookup(resource, namespace or "")
+        if labels:
+            key, value = next(iter(labels.items()))
+            candidates: Iterable[Object] = informer.store.by_index(LABEL_INDEX, f"{key}={value}")
+        else:
+            candidates = informer.store
         return [
             copy.deepcopy(obj)
-            for obj in informer.store
+            for obj in candidates
             if (namespace is None or obj.get("metadata", {}).get("namespace", "") == namespace)
             and _matches(obj, labels)
         ]

@@ -43,6 +43,9 @@ IndexFunc = Callable[[Object], Iterable[str]]
 OWNER_INDEX = "owner-uid"
 """Index of objects by the uid of each of their owners."""
 
+LABEL_INDEX = "label"
+"""Index of objects by each of their labels, as `key=value`."""
+
 
 def key_of(obj: Mapping[str, Any]) -> Key:
     """The store key of an object."""
@@ -52,6 +55,11 @@ def key_of(obj: Mapping[str, Any]) -> Key:
 def owner_uids(obj: Object) -> Iterable[str]:
     """Index function: the uids of the object's owners."""
     return [str(ref["uid"]) for ref in obj.get("metadata", {}).get("ownerReferences") or [] if ref.get("uid")]
+
+
+def label_pairs(obj: Object) -> Iterable[str]:
+    """Index function: the object's labels as `key=value` strings."""
+    return [f"{k}={v}" for k, v in (obj.get("metadata", {}).get("labels") or {}).items()]
 
 
 class EventHandler(Protocol):
@@ -170,6 +178,7 @@ class Informer:
         self.settings = settings or WatchSettings()
         self.store = Store()
         self.store.add_index(OWNER_INDEX, owner_uids)
+        self.store.add_index(LABEL_INDEX, label_pairs)
         self._handlers: list[EventHandler] = []
         self._synced = asyncio.Event()
         self._resource_version = ""
