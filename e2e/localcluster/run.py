@@ -2,8 +2,9 @@
 
 With `KUBECONFIG` set (or `--kubeconfig`), the manager runs against that cluster after our CRDs and config are
 applied to it. Without one, a local control plane (etcd, kube-apiserver, kube-controller-manager on loopback)
-is started first, so a developer can try the manager with nothing but this repository; the kubeconfig path
-is printed for `kubectl`. Ctrl-C stops the manager gracefully and then tears the local cluster down.
+is started first, with the Knative Serving double (e2e/knative_double) beside the manager so a demo
+InferenceService goes Ready, so a developer can try the manager with nothing but this repository; the
+kubeconfig path is printed for `kubectl`. Ctrl-C stops the manager gracefully and then tears the local cluster down.
 """
 
 from __future__ import annotations
@@ -44,25 +45,38 @@ def _namespace_manifest(directory: Path, namespace: str) -> Path:
     return path
 
 
-def run_manager(kubeconfig: Path, manager_args: Sequence[str], namespace: str) -> int:
-    """Run kserve-manager in the foreground; forward Ctrl-C/SIGTERM as SIGTERM and wait for it."""
-    argv = [sys.executable, "-m", "controllers.main", f"--kubeconfig={kubeconfig}", *manager_args]
+def run_manager(kubeconfig: Path, manager_args: Sequence[str], namespace: str, *, double: bool) -> int:
+    """Run kserve-manager in the foreground (and, on the local cluster, the Knative Serving double beside
+    it); forward Ctrl-C/SIGTERM to both as SIGTERM and wait for them."""
     env = dict(os.environ, POD_NAMESPACE=namespace)
-    proc = subprocess.Popen(argv, env=env)
+    manager = subprocess.Popen(
+        [sys.executable, "-m", "controllers.main", f"--kubeconfig={kubeconfig}", *manager_args], env=env
+    )
+    children = [manager]
+    if double:
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "e2e.knative_double", f"--kubeconfig={kubeconfig}"])
+        )
 
     def forward(signum: int, frame: object) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return proc.wait()
+        code = manager.wait()
+        forward(signal.SIGTERM, None)
+        for child in children[1:]:
+            child.wait(30)
+        return code
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             kubeconfig = Path(args.kubeconfig)
             print(f"{PROG}: using the cluster of {kubeconfig}", flush=True)
             apply_manifests(kubeconfig, config_paths(root))
-            return run_manager(kubeconfig, args.manager_args, namespace)
+            return run_manager(kubeconfig, args.manager_args, namespace, double=False)
         print(f"{PROG}: starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
         with LocalCluster(args.dir) as cluster:
             apply_manifests(
@@ -89,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{PROG}: cluster ready; use it with:\n  export KUBECONFIG={cluster.kubeconfig_path}",
                 flush=True,
             )
-            return run_manager(cluster.kubeconfig_path, args.manager_args, namespace)
+            return run_manager(cluster.kubeconfig_path, args.manager_args, namespace, double=True)
     except (LocalClusterError, BinariesError, ApplyError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
