@@ -4,7 +4,8 @@ With `KUBECONFIG` set (or `--kubeconfig`), the manager runs against that cluster
 applied to it. Without one, a local control plane (etcd, kube-apiserver, kube-controller-manager on loopback)
 is started first, with the Knative Serving double (e2e/knative_double) beside the manager so a demo
 InferenceService goes Ready, so a developer can try the manager with nothing but this repository; the
-kubeconfig path is printed for `kubectl`. Ctrl-C stops the manager gracefully and then tears the local cluster down.
+kubeconfig path is printed for `kubectl`. Ctrl-C stops the manager gracefully and then tears the local
+cluster down.
 """
 
 from __future__ import annotations
