@@ -1,0 +1,198 @@
+"""The `agent` sidecar: request logger, batcher and model puller in one container (KServe's AgentInjector).
+
+The controller marks a revision with internal annotations (`internal.serving.kserve.io/logger`,
+`.../batcher`, `.../agent` for the multi-model puller); this injector adds one `agent` container serving on
+9081 and, when Knative's `queue-proxy` is present, points queue-proxy's `USER_PORT` at it so traffic flows
+queue-proxy -> agent -> model. The agent gets a copy of queue-proxy's env taken before that rewrite (it
+needs the model's real port and Knative's probe settings); without queue-proxy (Raw mode) it gets the first
+container's readiness probe as `SERVING_READINESS_PROBE`. Argument order, names, port and probe follow v0.11.
+
+Differences from v0.11: without a user securityContext the agent gets the restricted profile (`security`);
+a puller pod without the `configVolumeName` annotation is an admission error instead of a broken volume.
+Idempotent: an existing `agent` container skips the injector, and every edit it makes happens together
+with adding that container.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from apis.config import BatcherConfig, InferenceServicesConfig, LoggerConfig
+from apis.constants import (
+    AGENT_ANNOTATION,
+    AGENT_CONTAINER_NAME,
+    AGENT_MODEL_CONFIG_MOUNT_PATH_ANNOTATION,
+    AGENT_MODEL_CONFIG_VOLUME_NAME_ANNOTATION,
+    AGENT_MODEL_DIR_ANNOTATION,
+    BATCHER_ANNOTATION,
+    BATCHER_MAX_BATCH_SIZE_ANNOTATION,
+    BATCHER_MAX_LATENCY_ANNOTATION,
+    COMPONENT_LABEL,
+    INFERENCE_SERVICE_CONTAINER_NAME,
+    INFERENCE_SERVICE_LABEL,
+    LOGGER_ANNOTATION,
+    LOGGER_MODE_ANNOTATION,
+    LOGGER_SINK_URL_ANNOTATION,
+    QUEUE_PROXY_CONTAINER_NAME,
+)
+from webhooks.injectors.credentials import CredentialInjector
+from webhooks.injectors.pod import (
+    Container,
+    MutationError,
+    Pod,
+    containers,
+    ensure_mount,
+    ensure_volume,
+    find_container,
+    get_annotations,
+    get_labels,
+    set_existing_env,
+)
+from webhooks.injectors.security import injected_security_context
+
+AGENT_PORT = 9081
+AGENT_PORT_NAME = "agent-port"
+DEFAULT_COMPONENT_PORT = "8080"
+ENDPOINT_LABEL = "endpoint"
+USER_PORT_ENV = "USER_PORT"
+READINESS_PROBE_ENV = "SERVING_READINESS_PROBE"
+MODEL_CONFIG_VOLUME_NAME = "model-config"
+MODEL_DIR_VOLUME_NAME = "model-dir"
+DEFAULT_MODEL_CONFIG_DIR = "/mnt/configs"
+DEFAULT_MODEL_DIR = "/mnt/models"
+DEFAULT_LOG_MODE = "all"
+
+
+def _puller_args(pod_annotations: Mapping[str, str]) -> list[str]:
+    return [
+        "--enable-puller",
+        "--config-dir",
+        pod_annotations.get(AGENT_MODEL_CONFIG_MOUNT_PATH_ANNOTATION, DEFAULT_MODEL_CONFIG_DIR),
+        "--model-dir",
+        pod_annotations.get(AGENT_MODEL_DIR_ANNOTATION, DEFAULT_MODEL_DIR),
+    ]
+
+
+def _batcher_args(pod_annotations: Mapping[str, str], config: BatcherConfig) -> list[str]:
+    args = ["--enable-batcher"]
+    size = pod_annotations.get(BATCHER_MAX_BATCH_SIZE_ANNOTATION, config.max_batch_size)
+    if size is not None:
+        args += ["--max-batchsize", size]
+    latency = pod_annotations.get(BATCHER_MAX_LATENCY_ANNOTATION, config.max_latency)
+    if latency is not None:
+        args += ["--max-latency", latency]
+    return args
+
+
+def _logger_args(pod: Pod, namespace: str, config: LoggerConfig) -> list[str]:
+    pod_annotations = get_annotations(pod)
+    pod_labels = get_labels(pod)
+    return [
+        "--log-url",
+        pod_annotations.get(LOGGER_SINK_URL_ANNOTATION, config.default_url),
+        "--source-uri",
+        (pod.get("metadata") or {}).get("name") or "",
+        "--log-mode",
+        pod_annotations.get(LOGGER_MODE_ANNOTATION, DEFAULT_LOG_MODE),
+        "--inference-service",
+        pod_labels.get(INFERENCE_SERVICE_LABEL, ""),
+        "--namespace",
+        namespace,
+        "--endpoint",
+        pod_labels.get(ENDPOINT_LABEL, ""),
+        "--component",
+        pod_labels.get(COMPONENT_LABEL, ""),
+    ]
+
+
+def _component_port(pod: Pod) -> str:
+    model = find_container(pod, INFERENCE_SERVICE_CONTAINER_NAME)
+    ports = (model or {}).get("ports") or []
+    return str(ports[0]["containerPort"]) if ports else DEFAULT_COMPONENT_PORT
+
+
+def agent_requested(pod: Pod) -> bool:
+    """Whether any of the logger, batcher or puller annotations asks for the agent."""
+    pod_annotations = get_annotations(pod)
+    return any(key in pod_annotations for key in (LOGGER_ANNOTATION, BATCHER_ANNOTATION, AGENT_ANNOTATION))
+
+
+async def inject_agent(
+    pod: Pod,
+    namespace: str,
+    config: InferenceServicesConfig,
+    credentials: CredentialInjector,
+) -> None:
+    """Add the `agent` sidecar; the `logger`/`batcher` keys are read only when those modes are requested."""
+    pod_annotations = get_annotations(pod)
+    if not agent_requested(pod) or find_container(pod, AGENT_CONTAINER_NAME) is not None:
+        return
+    puller = AGENT_ANNOTATION in pod_annotations
+    config_volume = pod_annotations.get(AGENT_MODEL_CONFIG_VOLUME_NAME_ANNOTATION)
+    if puller and not config_volume:
+        raise MutationError(
+            f'annotation "{AGENT_ANNOTATION}" (model puller) requires the annotation '
+            f'"{AGENT_MODEL_CONFIG_VOLUME_NAME_ANNOTATION}"'
+        )
+    agent = config.agent()
+    args: list[str] = []
+    if puller:
+        args += _puller_args(pod_annotations)
+    if BATCHER_ANNOTATION in pod_annotations:
+        args += _batcher_args(pod_annotations, config.batcher())
+    if LOGGER_ANNOTATION in pod_annotations:
+        args += _logger_args(pod, namespace, config.logger())
+    args += ["--component-port", _component_port(pod)]
+
+    first = containers(pod)[0]
+    queue_proxy = find_container(pod, QUEUE_PROXY_CONTAINER_NAME)
+    env: list[dict[str, Any]]
+    if queue_proxy is not None:
+        env = copy.deepcopy(queue_proxy.get("env") or [])
+    else:
+        probe = first.get("readinessProbe")
+        env = (
+            []
+            if probe is None
+            else [{"name": READINESS_PROBE_ENV, "value": json.dumps(probe, separators=(",", ":"))}]
+        )
+    security_context, _ = injected_security_context(pod, first)
+    container: Container = {
+        "name": AGENT_CONTAINER_NAME,
+        "image": agent.image,
+        "args": args,
+        "ports": [{"name": AGENT_PORT_NAME, "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": agent.resources(),
+        "securityContext": security_context,
+        "readinessProbe": {
+            "httpGet": {
+                "path": "/",
+                "port": AGENT_PORT,
+                "scheme": "HTTP",
+                "httpHeaders": [{"name": "K-Network-Probe", "value": "queue"}],
+            },
+            "timeoutSeconds": 1,
+            "periodSeconds": 10,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+    }
+    if puller:
+        assert config_volume is not None
+        model_dir = pod_annotations.get(AGENT_MODEL_DIR_ANNOTATION, DEFAULT_MODEL_DIR)
+        config_dir = pod_annotations.get(AGENT_MODEL_CONFIG_MOUNT_PATH_ANNOTATION, DEFAULT_MODEL_CONFIG_DIR)
+        ensure_volume(pod, {"name": MODEL_DIR_VOLUME_NAME, "emptyDir": {}})
+        ensure_volume(pod, {"name": MODEL_CONFIG_VOLUME_NAME, "configMap": {"name": config_volume}})
+        ensure_mount(container, {"name": MODEL_DIR_VOLUME_NAME, "mountPath": model_dir})
+        ensure_mount(container, {"name": MODEL_CONFIG_VOLUME_NAME, "mountPath": config_dir})
+        model = find_container(pod, INFERENCE_SERVICE_CONTAINER_NAME)
+        if model is not None:
+            ensure_mount(model, {"name": MODEL_DIR_VOLUME_NAME, "mountPath": model_dir})
+    await credentials.inject_service_account_credentials(pod, namespace, container)
+    if queue_proxy is not None:
+        set_existing_env(queue_proxy, USER_PORT_ENV, str(AGENT_PORT))
+    containers(pod).append(container)
