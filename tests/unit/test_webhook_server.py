@@ -1,0 +1,511 @@
+"""The webhook server in-process over real TLS on 127.0.0.1 with a generated CA.
+
+Covers the HTTP contract (status codes for bad bodies, versions, timeouts, handler failures), certificate
+hot reload (new connections see the new serial, no restart), the readiness check, and a fuzz run asserting
+that every answer is a well-formed AdmissionReview or a 4xx and that the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cryptography import x509
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from manager.errors import ConfigurationError
+from webhooks.admission import (
+    ADMISSION_V1,
+    ADMISSION_V1BETA1,
+    AdmissionRequest,
+    AdmissionResponse,
+    allowed,
+    denied,
+    patch_response_from_raw,
+)
+from webhooks.certs import CA_FILE, KeyPair, generate_ca, issue_serving_cert, write_cert_dir
+from webhooks.server import MAX_BODY_BYTES, WebhookServer, parse_go_duration
+
+HANG_GUARD = 10.0
+UID = "0b5ac1a0-1111-2222-3333-444455556666"
+
+
+class Labeller:
+    async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
+        assert request.object is not None
+        assert request.raw_object is not None
+        mutated = copy.deepcopy(request.object)
+        mutated.setdefault("metadata", {}).setdefault("labels", {})["mutated"] = "yes"
+        return patch_response_from_raw(request.raw_object, mutated)
+
+
+class Denier:
+    async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
+        return denied(f"{request.name} is not welcome")
+
+
+class Exploder:
+    async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
+        raise KeyError("spec")
+
+
+class Sleeper:
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+
+    async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return allowed()
+
+
+class WrongType:
+    async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
+        return {"allowed": True}  # type: ignore[return-value]
+
+
+def make_ca() -> KeyPair:
+    return generate_ca("test-ca")
+
+
+def install(cert_dir: Path, ca: KeyPair) -> KeyPair:
+    serving = issue_serving_cert(ca, ["localhost"], ["127.0.0.1"])
+    write_cert_dir(cert_dir, ca_pem=ca.cert_pem, cert_pem=serving.cert_pem, key_pem=serving.key_pem)
+    return serving
+
+
+def client_context(cert_dir: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(cert_dir / CA_FILE))
+
+
+@pytest.fixture
+def ca() -> KeyPair:
+    return make_ca()
+
+
+@pytest.fixture
+def cert_dir(tmp_path: Path, ca: KeyPair) -> Path:
+    install(tmp_path, ca)
+    return tmp_path
+
+
+@pytest.fixture
+async def sleeper() -> Sleeper:
+    return Sleeper()
+
+
+@pytest.fixture
+async def server(cert_dir: Path, sleeper: Sleeper) -> AsyncIterator[WebhookServer]:
+    server = WebhookServer(
+        host="127.0.0.1", port=0, cert_dir=cert_dir, handler_timeout=0.3, reload_interval=0.02
+    )
+    server.register("/mutate", Labeller())
+    server.register("/deny", Denier())
+    server.register("/boom", Exploder())
+    server.register("/slow", sleeper)
+    server.register("/wrong", WrongType())
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def session(cert_dir: Path) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(ssl=client_context(cert_dir))
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=HANG_GUARD)
+    ) as s:
+        yield s
+
+
+def review(api_version: str = ADMISSION_V1, **request: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "uid": UID,
+        "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+        "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+        "name": "cm",
+        "namespace": "ns",
+        "operation": "CREATE",
+        "userInfo": {"username": "u"},
+        "object": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}},
+    }
+    body.update(request)
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": body}
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    server: WebhookServer,
+    path: str,
+    body: bytes | dict[str, Any],
+    content_type: str = "application/json",
+) -> tuple[int, str, Any]:
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    url = f"https://127.0.0.1:{server.bound_port}{path}"
+    async with session.post(url, data=data, headers={"Content-Type": content_type}) as response:
+        text = await response.text()
+        parsed = json.loads(text) if response.content_type == "application/json" else None
+        return response.status, text, parsed
+
+
+async def peer_serial(server: WebhookServer, context: ssl.SSLContext) -> int:
+    _, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", server.bound_port, ssl=context, server_hostname="127.0.0.1"),
+        HANG_GUARD,
+    )
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).serial_number
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize("version", [ADMISSION_V1, ADMISSION_V1BETA1])
+async def test_a_mutation_is_answered_with_a_json_patch_in_the_version_asked(
+    server: WebhookServer, session: aiohttp.ClientSession, version: str
+) -> None:
+    status, _, answer = await post(session, server, "/mutate?timeout=10s", review(version))
+    assert status == 200
+    assert answer["apiVersion"] == version
+    assert answer["kind"] == "AdmissionReview"
+    response = AdmissionResponse.model_validate(answer["response"])
+    assert response.uid == UID
+    assert response.allowed
+    assert answer["response"]["patchType"] == "JSONPatch"
+    assert response.json_patch() == [{"op": "add", "path": "/metadata/labels", "value": {"mutated": "yes"}}]
+
+
+async def test_a_denial_carries_the_handlers_message(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    status, _, answer = await post(session, server, "/deny", review())
+    assert status == 200
+    assert answer["response"] == {
+        "uid": UID,
+        "allowed": False,
+        "status": {"code": 403, "reason": "Forbidden", "message": "cm is not welcome", "status": "Failure"},
+    }
+
+
+async def test_a_body_over_7_mib_is_rejected_with_413(server: WebhookServer, cert_dir: Path) -> None:
+    padded = review()
+    padded["request"]["object"]["data"] = {"big": "x" * MAX_BODY_BYTES}
+    body = json.dumps(padded).encode()
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", server.bound_port, ssl=client_context(cert_dir)), HANG_GUARD
+    )
+    head = (
+        "POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        writer.write(head.encode() + body)
+        await asyncio.wait_for(writer.drain(), HANG_GUARD)
+        answer = await asyncio.wait_for(reader.read(), HANG_GUARD)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert answer.endswith(f"request body of {len(body)} bytes exceeds 7340032\n".encode())
+
+
+async def test_a_chunked_body_over_the_limit_is_rejected_with_413(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b" " * (1024 * 1024)
+
+    url = f"https://127.0.0.1:{server.bound_port}/mutate"
+    async with session.post(url, data=chunks(), headers={"Content-Type": "application/json"}) as response:
+        assert response.status == 413
+        assert "exceeds 7340032 bytes" in await response.text()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/yaml", "application/json-patch+json"])
+async def test_a_wrong_content_type_is_rejected_with_415(
+    server: WebhookServer, session: aiohttp.ClientSession, content_type: str
+) -> None:
+    status, text, _ = await post(session, server, "/mutate", review(), content_type=content_type)
+    assert status == 415
+    assert f"Content-Type must be application/json, got {content_type}" in text
+
+
+async def test_json_with_a_charset_parameter_is_accepted(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    status, _, answer = await post(session, server, "/deny", review(), "application/json; charset=utf-8")
+    assert status == 200
+    assert answer["response"]["allowed"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "request body is empty"),
+        (b"{oops", "body is not valid JSON"),
+        (b"[1, 2]", "body must be a JSON object"),
+        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}', "kind must be AdmissionReview"),
+        (
+            b'{"apiVersion": "v1", "kind": "AdmissionReview", "request": {"uid": "x"}}',
+            "apiVersion must be one of",
+        ),
+        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}', "request is missing"),
+    ],
+)
+async def test_unanswerable_bodies_get_400_with_a_reason(
+    server: WebhookServer, session: aiohttp.ClientSession, body: bytes, message: str
+) -> None:
+    status, text, _ = await post(session, server, "/mutate", body)
+    assert status == 400
+    assert message in text
+    assert text.count("\n") == 1
+
+
+async def test_a_missing_uid_gets_400(server: WebhookServer, session: aiohttp.ClientSession) -> None:
+    body = review()
+    del body["request"]["uid"]
+    status, text, _ = await post(session, server, "/mutate", body)
+    assert status == 400
+    assert text == "request.uid is missing or not a non-empty string\n"
+
+
+async def test_a_malformed_request_with_a_uid_is_answered_errored_400_in_its_version(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    status, _, answer = await post(session, server, "/mutate", review(ADMISSION_V1BETA1, operation="EXPLODE"))
+    assert status == 200
+    assert answer["apiVersion"] == ADMISSION_V1BETA1
+    assert answer["response"]["uid"] == UID
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["code"] == 400
+    assert answer["response"]["status"]["message"].startswith("request.operation: Input should be")
+
+
+async def test_a_handler_exception_is_errored_500_and_logged(
+    server: WebhookServer, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    status, _, answer = await post(session, server, "/boom", review())
+    assert status == 200
+    assert answer["response"]["uid"] == UID
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"] == {
+        "code": 500,
+        "message": "webhook /boom failed: KeyError: 'spec'",
+        "status": "Failure",
+    }
+    failure = next(
+        r for r in caplog.records if "webhook /boom failed on CREATE ConfigMap ns/cm" in r.getMessage()
+    )
+    assert failure.exc_info is not None
+    status, _, answer = await post(session, server, "/deny", review())
+    assert (status, answer["response"]["allowed"]) == (200, False)
+
+
+async def test_a_handler_returning_garbage_is_errored_500(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    _, _, answer = await post(session, server, "/wrong", review())
+    assert answer["response"]["status"]["code"] == 500
+    assert "handler returned no AdmissionResponse" in answer["response"]["status"]["message"]
+
+
+async def test_a_slow_handler_is_cancelled_and_answered_504(
+    server: WebhookServer, session: aiohttp.ClientSession, sleeper: Sleeper
+) -> None:
+    status, _, answer = await post(session, server, "/slow", review())
+    assert status == 200
+    assert answer["response"]["uid"] == UID
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["code"] == 504
+    assert answer["response"]["status"]["message"] == "webhook /slow did not answer within 0.3s"
+    assert sleeper.cancelled.is_set()
+
+
+async def test_the_deadline_stays_inside_the_api_servers_timeout(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    server.handler_timeout = 60.0
+    _, _, answer = await post(session, server, "/slow?timeout=1s", review())
+    assert answer["response"]["status"]["message"] == "webhook /slow did not answer within 0.5s"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("10s", 10.0),
+        ("1m30s", 90.0),
+        ("500ms", 0.5),
+        ("1.5s", 1.5),
+        ("", None),
+        ("10", None),
+        ("s", None),
+        ("1x", None),
+    ],
+)
+def test_parse_go_duration(text: str, seconds: float | None) -> None:
+    assert parse_go_duration(text) == seconds
+
+
+async def test_unknown_paths_and_other_methods(server: WebhookServer, session: aiohttp.ClientSession) -> None:
+    status, text, _ = await post(session, server, "/nothing-here", review())
+    assert (status, text) == (404, "no webhook is registered at /nothing-here\n")
+    async with session.get(f"https://127.0.0.1:{server.bound_port}/mutate") as response:
+        assert response.status == 405
+
+
+async def test_register_rejects_duplicates_and_relative_paths(server: WebhookServer) -> None:
+    with pytest.raises(ValueError, match="already registered at /mutate"):
+        server.register("/mutate", Denier())
+    with pytest.raises(ValueError, match="must start with '/'"):
+        server.register("mutate", Denier())
+
+
+async def test_a_handler_registered_after_start_is_served(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    server.register("/late", Denier())
+    status, _, answer = await post(session, server, "/late", review())
+    assert (status, answer["response"]["status"]["message"]) == (200, "cm is not welcome")
+    assert "/late" in server.paths
+
+
+async def test_tls_below_1_2_is_not_offered(server: WebhookServer, cert_dir: Path) -> None:
+    assert server._context is not None
+    assert server._context.minimum_version == ssl.TLSVersion.TLSv1_2
+    tls12 = client_context(cert_dir)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert await peer_serial(server, tls12) > 0
+
+
+async def test_an_untrusted_client_cannot_complete_the_handshake(server: WebhookServer) -> None:
+    stranger = ssl.create_default_context()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await peer_serial(server, stranger)
+
+
+async def test_replaced_certificate_files_are_served_to_new_connections_without_restart(
+    server: WebhookServer, cert_dir: Path, ca: KeyPair
+) -> None:
+    context = client_context(cert_dir)
+    first = await peer_serial(server, context)
+    assert server.certificate is not None
+    assert first == server.certificate.serial_number
+    renewed = install(cert_dir, ca)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HANG_GUARD
+    while await peer_serial(server, context) != renewed.cert.serial_number:
+        assert loop.time() < deadline, "the new certificate was never served"
+        await asyncio.sleep(0.02)
+    assert server.certificate is not None
+    assert server.certificate.serial_number == renewed.cert.serial_number != first
+
+
+async def test_a_new_ca_is_served_after_rotation(server: WebhookServer, cert_dir: Path) -> None:
+    install(cert_dir, make_ca())
+    assert server.reload_if_changed()
+    assert await peer_serial(server, client_context(cert_dir)) == server.certificate.serial_number  # type: ignore[union-attr]
+
+
+async def test_a_half_written_pair_keeps_the_old_certificate_until_complete(
+    server: WebhookServer, cert_dir: Path, ca: KeyPair
+) -> None:
+    server.reload_interval = 3600.0
+    context = client_context(cert_dir)
+    old = await peer_serial(server, context)
+    renewed = issue_serving_cert(ca, ["localhost"], ["127.0.0.1"])
+    (cert_dir / "tls.key").write_bytes(renewed.key_pem)
+    assert not server.reload_if_changed()
+    assert await peer_serial(server, context) == old
+    (cert_dir / "tls.crt").write_bytes(renewed.cert_pem)
+    assert server.reload_if_changed()
+    assert not server.reload_if_changed()
+    assert await peer_serial(server, context) == renewed.cert.serial_number
+
+
+async def test_readiness_check(cert_dir: Path) -> None:
+    server = WebhookServer(host="127.0.0.1", port=0, cert_dir=cert_dir)
+    with pytest.raises(RuntimeError, match="not listening"):
+        await server.check()
+    await server.start()
+    try:
+        await server.check()
+    finally:
+        await server.stop()
+    with pytest.raises(RuntimeError, match="not listening"):
+        await server.check()
+
+
+async def test_missing_certificates_are_a_one_line_configuration_error(tmp_path: Path) -> None:
+    server = WebhookServer(host="127.0.0.1", port=0, cert_dir=tmp_path / "absent")
+    with pytest.raises(ConfigurationError, match=r"webhook server: cannot load .*tls\.crt and .*tls\.key"):
+        await server.start()
+
+
+async def test_a_port_in_use_is_a_configuration_error(server: WebhookServer, cert_dir: Path) -> None:
+    second = WebhookServer(host="127.0.0.1", port=server.bound_port, cert_dir=cert_dir)
+    with pytest.raises(ConfigurationError, match="address already in use"):
+        await second.start()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+_REQUEST_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "uid": st.one_of(st.just(UID), _JSON),
+        "kind": st.one_of(st.just({"group": "", "version": "v1", "kind": "ConfigMap"}), _JSON),
+        "resource": st.one_of(st.just({"group": "", "version": "v1", "resource": "configmaps"}), _JSON),
+        "operation": st.one_of(st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT"]), _JSON),
+        "object": st.one_of(st.just({"metadata": {"name": "x"}}), _JSON),
+        "userInfo": _JSON,
+        "name": _JSON,
+    },
+)
+_BODIES = st.one_of(
+    st.binary(max_size=200),
+    _JSON.map(lambda v: json.dumps(v).encode()),
+    st.builds(
+        lambda version, kind, request: json.dumps(
+            {"apiVersion": version, "kind": kind, "request": request}
+        ).encode(),
+        st.sampled_from([ADMISSION_V1, ADMISSION_V1BETA1, "v1", None]),
+        st.sampled_from(["AdmissionReview", "Pod", None]),
+        _REQUEST_FIELDS,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=_BODIES, path=st.sampled_from(["/mutate", "/deny", "/boom"]))
+async def test_fuzzed_bodies_get_an_admission_review_or_a_4xx(
+    server: WebhookServer, session: aiohttp.ClientSession, body: bytes, path: str
+) -> None:
+    status, text, answer = await post(session, server, path, body)
+    if status == 200:
+        assert answer["kind"] == "AdmissionReview"
+        assert answer["apiVersion"] in (ADMISSION_V1, ADMISSION_V1BETA1)
+        response = AdmissionResponse.model_validate(answer["response"])
+        assert response.uid
+        assert response.allowed or (response.status is not None and response.status.message)
+    else:
+        assert 400 <= status < 500, (status, text)
+        assert text.strip()
+    ok, _, answer = await post(session, server, "/deny", review())
+    assert (ok, answer["response"]["uid"]) == (200, UID)
