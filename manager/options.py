@@ -25,6 +25,10 @@ class ManagerOptions:
     health_probe_addr: str = ":8081"
     webhook_port: int = 9443
     webhook_cert_dir: str = "/tmp/k8s-webhook-server/serving-certs"
+    webhook_host: str = "0.0.0.0"
+    webhook_self_signed: bool = False
+    webhook_service_name: str = "kserve-webhook-server-service"
+    webhook_cert_ips: tuple[str, ...] = ()
     leader_elect: bool = False
     leader_election_id: str = LEADER_ELECTION_ID
     leader_election_namespace: str = "kserve"
@@ -84,6 +88,24 @@ def build_parser(prog: str = "kserve-manager") -> argparse.ArgumentParser:
         default="/tmp/k8s-webhook-server/serving-certs",
         help="directory holding tls.crt and tls.key for the webhook server",
     )
+    p.add_argument("--webhook-host", default="0.0.0.0", help="address the webhook server binds [0.0.0.0]")
+    p.add_argument(
+        "--webhook-self-signed",
+        action="store_true",
+        help="generate a CA and serving certificate into --webhook-cert-dir and patch the webhook "
+        "configurations' caBundle (for clusters without cert-manager)",
+    )
+    p.add_argument(
+        "--webhook-service-name",
+        default="kserve-webhook-server-service",
+        help="Service in front of the webhook server; its DNS names go into the self-signed certificate",
+    )
+    p.add_argument(
+        "--webhook-cert-ip",
+        action="append",
+        default=[],
+        help="extra IP address for the self-signed certificate (repeatable; e.g. 127.0.0.1 for local runs)",
+    )
     p.add_argument("--leader-elect", action="store_true", help="enable leader election (Lease lock)")
     p.add_argument(
         "--leader-election-namespace", default=None, help="namespace of the Lease [$POD_NAMESPACE or kserve]"
@@ -118,6 +140,10 @@ def parse_options(argv: Sequence[str] | None = None, environ: dict[str, str] | N
         health_probe_addr=args.health_probe_addr,
         webhook_port=args.webhook_port,
         webhook_cert_dir=args.webhook_cert_dir,
+        webhook_host=args.webhook_host,
+        webhook_self_signed=args.webhook_self_signed,
+        webhook_service_name=args.webhook_service_name,
+        webhook_cert_ips=tuple(args.webhook_cert_ip),
         leader_elect=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace or namespace,
         lease_duration=args.leader_elect_lease_duration,

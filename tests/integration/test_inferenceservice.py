@@ -1,0 +1,408 @@
+"""InferenceServices end to end on the real API server, with the Knative Serving double playing Knative."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apis.resources import INFERENCE_SERVICES, KNATIVE_SERVICES, TRAINED_MODELS, VIRTUAL_SERVICES
+from e2e.knative_double import FAIL_REVISION_ANNOTATION
+from manager.client import CONFIGMAPS, SERVICES, Object
+from manager.errors import NotFound
+from tests.integration.isvc_harness import Harness, condition, running_harness, sklearn_isvc
+
+
+@pytest.fixture
+async def h(kubeconfig: Path, namespace: str) -> AsyncIterator[Harness]:
+    async with running_harness(kubeconfig, namespace) as harness:
+        yield harness
+
+
+def has_url(url: str, obj: Object) -> bool:
+    return bool(obj.get("status", {}).get("url") == url)
+
+
+def ksvc_ready(obj: Object) -> bool:
+    return condition(obj, "Ready").get("status") == "True"
+
+
+async def get_or_empty(h: Harness, resource: Any, name: str) -> Object:
+    try:
+        return await h.client.get(resource, name, h.namespace)
+    except NotFound:
+        return {}
+
+
+async def test_sklearn_predictor_becomes_ready_with_urls_routes_and_event(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(sklearn_isvc(ns, "sk"))
+    isvc = await h.ready("sk")
+    assert isvc["status"]["url"] == f"http://sk.{ns}.example.com"
+    assert isvc["status"]["address"]["url"] == f"http://sk.{ns}.svc.cluster.local"
+    assert "inferenceservice.finalizers" in isvc["metadata"]["finalizers"]
+    assert isvc["status"]["observedGeneration"] == isvc["metadata"]["generation"]
+    for cond in ("PredictorReady", "IngressReady", "RoutesReady", "LatestDeploymentReady"):
+        assert condition(isvc, cond)["status"] == "True", cond
+    predictor = isvc["status"]["components"]["predictor"]
+    assert predictor["url"] == f"http://sk-predictor.{ns}.example.com"
+    assert predictor["latestReadyRevision"] == "sk-predictor-00001"
+
+    ksvc = await h.client.get(KNATIVE_SERVICES, "sk-predictor", ns)
+    template = ksvc["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    assert container["name"] == "kserve-container"
+    assert container["image"] == "kserve/sklearnserver:latest"
+    assert "--model_name=sk" in container["args"]
+    assert template["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
+    assert (
+        template["metadata"]["annotations"]["autoscaling.knative.dev/class"] == "kpa.autoscaling.knative.dev"
+    )
+    assert (
+        template["metadata"]["annotations"]["internal.serving.kserve.io/storage-initializer-sourceuri"]
+        == "gs://kfserving-examples/models/sklearn/1.0/model"
+    )
+    assert template["metadata"]["annotations"]["prometheus.kserve.io/port"] == "8080"
+    assert template["metadata"]["labels"]["serving.kserve.io/inferenceservice"] == "sk"
+    assert template["metadata"]["labels"]["component"] == "predictor"
+    owner = ksvc["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("InferenceService", "sk", True)
+
+    vs = await h.client.get(VIRTUAL_SERVICES, "sk", ns)
+    assert vs["spec"]["hosts"] == [f"sk.{ns}.svc.cluster.local", f"sk.{ns}.example.com"]
+    assert vs["spec"]["gateways"] == [
+        "knative-serving/knative-local-gateway",
+        "knative-serving/knative-ingress-gateway",
+    ]
+    route = vs["spec"]["http"][0]
+    assert route["headers"]["request"]["set"]["Host"] == f"sk-predictor.{ns}.svc.cluster.local"
+    assert route["route"][0]["destination"]["host"] == "knative-local-gateway.istio-system.svc.cluster.local"
+    svc = await h.client.get(SERVICES, "sk", ns)
+    assert svc["spec"]["type"] == "ExternalName"
+    assert svc["spec"]["externalName"] == "knative-local-gateway.istio-system.svc.cluster.local"
+
+    event = await h.wait_event("InferenceServiceReady", "sk")
+    assert event["type"] == "Normal"
+    assert event["message"] == "InferenceService [sk] is Ready"
+    assert event["source"]["component"] == "v1beta1Controllers"
+
+
+async def test_transformer_and_explainer_routes_and_host_rewrites(h: Harness) -> None:
+    ns = h.namespace
+    isvc = sklearn_isvc(
+        ns,
+        "full",
+        transformer={"containers": [{"name": "kserve-container", "image": "example/transformer:1"}]},
+        explainer={"alibi": {"type": "AnchorTabular", "storageUri": "gs://bucket/explainer"}},
+    )
+    await h.create(isvc)
+    ready = await h.ready("full")
+    assert ready["status"]["url"] == f"http://full.{ns}.example.com"
+    for cond in ("TransformerReady", "ExplainerReady"):
+        assert condition(ready, cond)["status"] == "True"
+
+    transformer = await h.client.get(KNATIVE_SERVICES, "full-transformer", ns)
+    args = transformer["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--predictor_host" in args
+    assert args[args.index("--predictor_host") + 1] == f"full-predictor.{ns}"
+
+    vs = await h.client.get(VIRTUAL_SERVICES, "full", ns)
+    explain, predict = vs["spec"]["http"][0], vs["spec"]["http"][1]
+    assert explain["match"][0]["uri"]["regex"] == r"^/v1/models/[\w-]+:explain$"
+    assert explain["headers"]["request"]["set"]["Host"] == f"full-explainer.{ns}.svc.cluster.local"
+    assert predict["headers"]["request"]["set"]["Host"] == f"full-transformer.{ns}.svc.cluster.local"
+
+    # Removing the transformer deletes its Knative Service and routes predict traffic to the predictor.
+    def drop_transformer(obj: Object) -> None:
+        del obj["spec"]["transformer"]
+
+    await h.update_spec("full", drop_transformer)
+    await h.until(lambda: get_or_empty(h, KNATIVE_SERVICES, "full-transformer"), lambda o: not o)
+
+    def rewritten(vs: Object) -> bool:
+        return (
+            bool(vs)
+            and vs["spec"]["http"][1]["headers"]["request"]["set"]["Host"]
+            == f"full-predictor.{ns}.svc.cluster.local"
+        )
+
+    await h.until(lambda: get_or_empty(h, VIRTUAL_SERVICES, "full"), rewritten)
+    final = await h.ready("full")
+    assert "transformer" not in final["status"]["components"]
+    assert not condition(final, "TransformerReady")
+
+
+async def test_cluster_local_label_gives_an_internal_only_service(h: Harness) -> None:
+    ns = h.namespace
+    isvc = sklearn_isvc(ns, "local")
+    isvc["metadata"]["labels"] = {"networking.knative.dev/visibility": "cluster-local"}
+    await h.create(isvc)
+    ready = await h.ready("local")
+    assert ready["status"]["url"] == f"http://local.{ns}.svc.cluster.local"
+    assert ready["status"]["address"]["url"] == f"http://local.{ns}.svc.cluster.local"
+    vs = await h.client.get(VIRTUAL_SERVICES, "local", ns)
+    assert vs["spec"]["hosts"] == [f"local.{ns}.svc.cluster.local"]
+    assert vs["spec"]["gateways"] == ["knative-serving/knative-local-gateway"]
+    ksvc = await h.client.get(KNATIVE_SERVICES, "local-predictor", ns)
+    assert ksvc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+    assert "networking.knative.dev/visibility" not in ksvc["spec"]["template"]["metadata"]["labels"]
+
+
+def traffic(obj: Object) -> list[tuple[str | None, int, bool, str | None]]:
+    entries = obj["status"]["components"]["predictor"].get("traffic") or []
+    return sorted(
+        (t.get("revisionName"), t.get("percent"), bool(t.get("latestRevision")), t.get("tag"))
+        for t in entries
+    )
+
+
+def set_image(image: str, canary: int | None) -> Any:
+    def change(obj: Object) -> None:
+        predictor = obj["spec"]["predictor"]
+        predictor["model"]["runtimeVersion"] = image
+        if canary is None:
+            predictor.pop("canaryTrafficPercent", None)
+        else:
+            predictor["canaryTrafficPercent"] = canary
+
+    return change
+
+
+async def test_canary_rollout_promotion_and_rollback(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(sklearn_isvc(ns, "can"))
+    first = await h.ready("can")
+    assert first["status"]["components"]["predictor"]["latestRolledoutRevision"] == "can-predictor-00001"
+
+    # Canary 10%: the new revision gets 10, the last rolled-out one 90 with tag prev.
+    await h.update_spec("can", set_image("v2", 10))
+
+    def split(obj: Object) -> bool:
+        return bool(obj) and traffic(obj) == [
+            ("can-predictor-00001", 90, False, "prev"),
+            ("can-predictor-00002", 10, True, None),
+        ]
+
+    canary = await h.isvc_when("can", split)
+    ksvc = await h.client.get(KNATIVE_SERVICES, "can-predictor", ns)
+    assert {"latestRevision": True, "percent": 10} in ksvc["spec"]["traffic"]
+    assert canary["status"]["components"]["predictor"]["latestRolledoutRevision"] == "can-predictor-00001"
+
+    # Promotion: no canary percent -> 100% latest; the previous rollout is remembered.
+    await h.update_spec("can", set_image("v2", None))
+
+    def promoted(obj: Object) -> bool:
+        comp = obj.get("status", {}).get("components", {}).get("predictor", {})
+        return comp.get("latestRolledoutRevision") == "can-predictor-00002" and traffic(obj) == [
+            ("can-predictor-00002", 100, True, None)
+        ]
+
+    done = await h.isvc_when("can", promoted)
+    assert done["status"]["components"]["predictor"]["previousRolledoutRevision"] == "can-predictor-00001"
+
+    # Rollback: canary 0% on the same template sends everything back to the previous rollout.
+    await h.update_spec("can", set_image("v2", 0))
+
+    def rolled_back(obj: Object) -> bool:
+        return traffic(obj) == [
+            ("can-predictor-00001", 100, False, "prev"),
+            ("can-predictor-00002", 0, True, None),
+        ]
+
+    await h.isvc_when("can", rolled_back)
+
+
+async def test_failing_revision_makes_ready_false_with_knatives_reason(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(sklearn_isvc(ns, "bad"))
+    await h.ready("bad")
+
+    def break_it(obj: Object) -> None:
+        obj["spec"]["predictor"]["annotations"] = {
+            FAIL_REVISION_ANNOTATION: "ImagePullBackOff: image not found"
+        }
+
+    await h.update_spec("bad", break_it)
+
+    def failed(obj: Object) -> bool:
+        return condition(obj, "Ready").get("status") == "False"
+
+    isvc = await h.isvc_when("bad", failed)
+    ready = condition(isvc, "Ready")
+    assert ready["reason"] == "RevisionFailed"
+    assert ready["message"] == 'Revision "bad-predictor-00002" failed with message: image not found.'
+    assert condition(isvc, "PredictorReady")["reason"] == "RevisionFailed"
+    event = await h.wait_event("InferenceServiceNotReady", "bad")
+    assert event["type"] == "Warning"
+    assert event["message"] == "InferenceService [bad] is no longer Ready"
+
+
+async def test_deleting_runs_the_finalizer_and_children_are_collected(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(sklearn_isvc(ns, "gone"))
+    await h.ready("gone")
+    tm = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "TrainedModel",
+        "metadata": {"name": "tm1", "namespace": ns, "labels": {"inferenceservice": "gone"}},
+        "spec": {
+            "inferenceService": "gone",
+            "model": {"storageUri": "gs://b/m", "framework": "sklearn", "memory": "1Gi"},
+        },
+    }
+    await h.client.create(TRAINED_MODELS, tm)
+    await h.client.delete(INFERENCE_SERVICES, "gone", ns)
+    await h.until(lambda: get_or_empty(h, INFERENCE_SERVICES, "gone"), lambda o: not o)
+    await h.until(lambda: get_or_empty(h, TRAINED_MODELS, "tm1"), lambda o: not o)
+    # kube-controller-manager's garbage collector removes what the owner references point to.
+    for resource, name in (
+        (KNATIVE_SERVICES, "gone-predictor"),
+        (VIRTUAL_SERVICES, "gone"),
+        (SERVICES, "gone"),
+    ):
+        await h.until(partial(get_or_empty, h, resource, name), lambda o: not o, timeout=60)
+
+
+async def test_ingress_domain_change_moves_every_url(h: Harness) -> None:
+    ns = h.namespace
+    for name in ("d1", "d2"):
+        await h.create(sklearn_isvc(ns, name))
+    for name in ("d1", "d2"):
+        await h.ready(name)
+    ingress = json.loads((await h.client.get(CONFIGMAPS, "inferenceservice-config", ns))["data"]["ingress"])
+    ingress["ingressDomain"] = "models.example.org"
+    ingress["pathTemplate"] = "/serving/{{ .Namespace }}/{{ .Name }}"
+    await h.set_config("ingress", json.dumps(ingress))
+    for name in ("d1", "d2"):
+        url = f"http://models.example.org/serving/{ns}/{name}"
+        moved = await h.isvc_when(name, partial(has_url, url))
+        assert condition(moved, "Ready")["status"] == "True"
+    vs = await h.client.get(VIRTUAL_SERVICES, "d1", ns)
+    assert "models.example.org" in vs["spec"]["hosts"]
+
+
+@pytest.mark.parametrize(
+    ("name", "predictor", "condition_type", "reason", "fragment"),
+    [
+        ("no-impl", {"minReplicas": 1}, "PredictorReady", None, "exactly one"),
+        (
+            "two-impls",
+            {"sklearn": {"storageUri": "gs://a/b"}, "xgboost": {"storageUri": "gs://a/b"}},
+            "PredictorReady",
+            None,
+            "exactly one",
+        ),
+        (
+            "bad-uri",
+            {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "ftp://x/y"}},
+            "PredictorReady",
+            None,
+            "ftp://x/y",
+        ),
+        (
+            "no-runtime",
+            {
+                "model": {
+                    "modelFormat": {"name": "sklearn"},
+                    "runtime": "does-not-exist",
+                    "storageUri": "gs://a/b",
+                }
+            },
+            "PredictorReady",
+            "RuntimeNotRecognized",
+            "does-not-exist",
+        ),
+    ],
+)
+async def test_bad_specs_say_why_without_retrying(
+    h: Harness, name: str, predictor: dict[str, Any], condition_type: str, reason: str | None, fragment: str
+) -> None:
+    ns = h.namespace
+    await h.create(sklearn_isvc(ns, "healthy"))
+    obj = sklearn_isvc(ns, name)
+    obj["spec"]["predictor"] = predictor
+    await h.create(obj)
+    bad = await h.isvc_when(name, lambda o: condition(o, "Ready").get("status") == "False")
+    cond = condition(bad, condition_type)
+    assert cond["status"] == "False"
+    if reason:
+        assert cond["reason"] == reason
+    assert fragment in cond["message"]
+    assert condition(bad, "Ready")["message"] == cond["message"]
+    event = await h.wait_event(cond["reason"], name)
+    assert event["type"] == "Warning"
+    # The others keep working, and the broken one is not retried in a loop.
+    await h.ready("healthy")
+    await h.settle()
+    before = h.manager.metrics.registry.get_sample_value(
+        "controller_runtime_reconcile_total", {"controller": "inferenceservice", "result": "error"}
+    )
+    await asyncio.sleep(2)
+    after = h.manager.metrics.registry.get_sample_value(
+        "controller_runtime_reconcile_total", {"controller": "inferenceservice", "result": "error"}
+    )
+    assert before == after == 0
+
+
+async def test_broken_config_json_and_missing_configmap(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(sklearn_isvc(ns, "cfg"))
+    await h.ready("cfg")
+    await h.set_config("ingress", "{not json")
+    broken = await h.isvc_when("cfg", lambda o: condition(o, "IngressReady").get("status") == "False")
+    assert condition(broken, "IngressReady")["reason"] == "InvalidConfiguration"
+    assert 'key "ingress"' in condition(broken, "IngressReady")["message"]
+    await h.wait_event("InvalidConfiguration", "cfg")
+
+    await h.client.delete(CONFIGMAPS, "inferenceservice-config", ns)
+    missing = await h.isvc_when(
+        "cfg", lambda o: condition(o, "PredictorReady").get("reason") == "ConfigMapMissing"
+    )
+    assert "inferenceservice-config not found" in condition(missing, "Ready")["message"]
+
+
+@pytest.mark.parametrize("mode", ["RawDeployment", "ModelMesh"])
+async def test_other_deployment_modes_are_refused_clearly(h: Harness, mode: str) -> None:
+    ns = h.namespace
+    obj = sklearn_isvc(ns, "raw")
+    obj["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": mode}
+    await h.create(obj)
+    isvc = await h.isvc_when("raw", lambda o: condition(o, "Ready").get("status") == "False")
+    assert condition(isvc, "Ready")["reason"] == "UnsupportedDeploymentMode"
+    assert mode in condition(isvc, "Ready")["message"]
+    assert not await get_or_empty(h, KNATIVE_SERVICES, "raw-predictor")
+
+
+async def test_steady_state_resync_of_200_makes_no_writes(kubeconfig: Path, namespace: str) -> None:
+    async with running_harness(kubeconfig, namespace, max_concurrent=8) as h:
+        names = [f"s{i:03d}" for i in range(200)]
+        sem = asyncio.Semaphore(32)
+
+        async def create(name: str) -> None:
+            async with sem:
+                await h.create(sklearn_isvc(namespace, name))
+
+        await asyncio.gather(*(create(n) for n in names))
+
+        async def all_ready() -> Object:
+            page = await h.client.list_page(INFERENCE_SERVICES, namespace)
+            ready = [i for i in page.get("items") or [] if condition(i, "Ready").get("status") == "True"]
+            return {"ready": len(ready)}
+
+        await h.until(all_ready, lambda o: o.get("ready") == 200, timeout=180)
+        await h.settle(quiet=2.0)
+        before = h.writes()
+        for informer in h.manager.cache.informers:
+            informer.resync()
+        await h.settle(quiet=2.0)
+        reconciles = h.manager.metrics.registry.get_sample_value(
+            "controller_runtime_reconcile_total", {"controller": "inferenceservice", "result": "success"}
+        )
+        assert reconciles is not None
+        assert reconciles >= 200
+        assert h.writes() - before == 0

@@ -1,0 +1,62 @@
+"""Registration of KServe's admission webhooks on the manager's webhook HTTPS server.
+
+The paths are KServe's (they are what the shipped Mutating/ValidatingWebhookConfigurations call). Handlers
+read `inferenceservice-config` from the shared informer cache, never from the API server per request, so an
+admission costs no extra round trip for configuration. The server starts before the caches (controller-
+runtime's order) but `/readyz` stays red until they have synced, so no traffic reaches it before then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from apis import constants as c
+from manager.client import CONFIGMAPS
+from manager.manager import Manager
+from webhooks.certs import setup_self_signed
+from webhooks.inferenceservice import (
+    InferenceServiceDefaulter,
+    InferenceServiceValidator,
+)
+from webhooks.injectors.credentials import ClientCredentialLookup
+from webhooks.pod_mutator import PodMutator, PodMutatorHandler
+from webhooks.server import WebhookServer
+from webhooks.trainedmodel import TrainedModelValidator
+
+POD_MUTATOR_PATH = "/mutate-pods"
+ISVC_DEFAULTER_PATH = "/mutate-serving-kserve-io-v1beta1-inferenceservice"
+ISVC_VALIDATOR_PATH = "/validate-serving-kserve-io-v1beta1-inferenceservice"
+TM_VALIDATOR_PATH = "/validate-serving-kserve-io-v1alpha1-trainedmodel"
+
+
+def setup_webhooks(manager: Manager) -> WebhookServer:
+    """Create the webhook server with every KServe webhook, and its certificate management when asked."""
+    options = manager.options
+    namespace = options.namespace
+    cache = manager.cache
+    cache.informer(CONFIGMAPS, namespace)
+
+    def config() -> Mapping[str, str] | None:
+        configmap = cache.get(CONFIGMAPS, c.INFERENCE_SERVICE_CONFIGMAP, namespace)
+        return None if configmap is None else dict(configmap.get("data") or {})
+
+    if options.webhook_self_signed:
+        setup_self_signed(
+            manager,
+            namespace=namespace,
+            cert_dir=options.webhook_cert_dir,
+            service_name=options.webhook_service_name,
+            ip_addresses=options.webhook_cert_ips,
+        )
+    server = WebhookServer(
+        host=options.webhook_host, port=options.webhook_port, cert_dir=options.webhook_cert_dir
+    )
+    server.register(
+        POD_MUTATOR_PATH, PodMutatorHandler(PodMutator(config, ClientCredentialLookup(manager.client)))
+    )
+    server.register(ISVC_DEFAULTER_PATH, InferenceServiceDefaulter(config))
+    server.register(ISVC_VALIDATOR_PATH, InferenceServiceValidator(config))
+    server.register(TM_VALIDATOR_PATH, TrainedModelValidator())
+    manager.add_runnable(server, needs_leader=False)
+    manager.add_readyz_check("webhook", server.check)
+    return server
