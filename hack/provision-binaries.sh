@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Provision the local control plane's binaries into a per-version user cache:
 #   etcd                     from Debian's etcd-server package
+#   kubectl                  v1.20.2 from Debian's kubernetes-client package, unpacked into the cache (not
+#                            installed: the machine may already have another kubectl in /usr/bin)
 #   kube-apiserver,
 #   kube-controller-manager  v1.20.2, built from Debian's kubernetes source package with Debian's golang-go
 #
@@ -42,6 +44,20 @@ fi
 BUILD_REV=2
 if [ "$(cat "$DEST/.build-rev" 2>/dev/null)" != "$BUILD_REV" ]; then
   for b in "${WANT[@]}"; do rm -f "$DEST/$b"; done
+fi
+
+# kubectl: unpack Debian's kubernetes-client .deb into the cache; installing it could clash with a kubectl
+# the machine already has, and tests want exactly this version (its built-in kustomize is what they exercise).
+if [ ! -x "$DEST/kubectl" ]; then
+  apt_install dpkg-dev
+  unpack=$(mktemp -d)
+  if ! (cd "$unpack" && apt-get download -qq kubernetes-client >&2); then
+    $SUDO apt-get update -qq
+    (cd "$unpack" && apt-get download -qq kubernetes-client >&2)
+  fi
+  dpkg -x "$unpack"/kubernetes-client_*.deb "$unpack/root"
+  install -m 0755 "$unpack/root/usr/bin/kubectl" "$DEST/kubectl"
+  rm -rf "$unpack"
 fi
 
 need_build=0
@@ -95,5 +111,5 @@ if [ "$need_build" = 1 ]; then
   echo "$BUILD_REV" > "$DEST/.build-rev"
 fi
 
-for b in etcd "${WANT[@]}"; do [ -x "$DEST/$b" ] || { log "missing $DEST/$b"; exit 1; }; done
+for b in etcd kubectl "${WANT[@]}"; do [ -x "$DEST/$b" ] || { log "missing $DEST/$b"; exit 1; }; done
 echo "$DEST"

@@ -65,6 +65,21 @@ def find_binary(name: str) -> Path | None:
     return cached if _executable(cached) else None
 
 
+def kubectl() -> Path:
+    """kubectl v1.20.2 (matching the local control plane): $KUBEBUILDER_ASSETS, else the user cache
+    (provisioned when missing). The PATH is not consulted: kubectl's built-in kustomize differs by version,
+    and the manifests are tested with this one."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and _executable(Path(assets) / "kubectl"):
+        return Path(assets) / "kubectl"
+    cached = cache_dir() / "kubectl"
+    if not _executable(cached):
+        _run_provisioning()
+    if not _executable(cached):
+        raise BinariesError(f"kubectl not found in {cached.parent} after provisioning")
+    return cached
+
+
 def _run_provisioning() -> Path:
     script = provision_script()
     if not script.is_file():
