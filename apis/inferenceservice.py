@@ -607,6 +607,17 @@ class InferenceService(KubeObject):
     spec: InferenceServiceSpec = Field(default_factory=InferenceServiceSpec)
     status: InferenceServiceStatus = Field(default_factory=InferenceServiceStatus)
 
+    def owner_reference(self) -> dict[str, Any]:
+        """A controller owner reference to this InferenceService (garbage collection and Owns() watches)."""
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": str(self.metadata.get("uid", "")),
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
     def deployment_mode(self, default: str = c.SERVERLESS) -> str:
         """The `serving.kserve.io/deploymentMode` annotation when valid, else `default` (KServe rule)."""
         mode = self.annotations.get(c.DEPLOYMENT_MODE_ANNOTATION)

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 from apis import constants as c
 from apis.conditions import FALSE, TRUE, UNKNOWN, Condition
 from apis.config import IngressConfig
-from apis.inferenceservice import API_VERSION, KIND, InferenceService
+from apis.inferenceservice import InferenceService
 from apis.knative import Addressable
 from apis.resources import KNATIVE_SERVICES, VIRTUAL_SERVICES
 from manager.cache import Cache
@@ -200,25 +200,13 @@ def is_internal(isvc: InferenceService, host: str) -> bool:
 # --- Desired objects ------------------------------------------------------------------------------
 
 
-def owner_reference(isvc: InferenceService) -> dict[str, Any]:
-    """A controller owner reference to the InferenceService (garbage collection and Owns() watches)."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": isvc.name,
-        "uid": str(isvc.metadata.get("uid", "")),
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def _metadata(isvc: InferenceService, *, labels: dict[str, str], annotations: dict[str, str]) -> Object:
     meta: Object = {"name": isvc.name, "namespace": isvc.namespace}
     if labels:
         meta["labels"] = dict(sorted(labels.items()))
     if annotations:
         meta["annotations"] = dict(sorted(annotations.items()))
-    meta["ownerReferences"] = [owner_reference(isvc)]
+    meta["ownerReferences"] = [isvc.owner_reference()]
     return meta
 
 

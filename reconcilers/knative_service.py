@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,18 +30,12 @@ from typing import Any, Final
 from apis import constants as c
 from apis.config import ExplainersConfig
 from apis.inferenceservice import (
-    API_VERSION as ISVC_API_VERSION,
-)
-from apis.inferenceservice import (
     ART,
     ComponentSpec,
     ExplainerSpec,
     InferenceService,
     PredictorSpec,
     StorageSpec,
-)
-from apis.inferenceservice import (
-    KIND as ISVC_KIND,
 )
 from apis.knative import (
     KNATIVE_SERVICE_KIND,
@@ -52,6 +45,7 @@ from apis.knative import (
     TAG_PREV,
 )
 from apis.resources import CLUSTER_SERVING_RUNTIMES, KNATIVE_SERVICES, SERVING_RUNTIMES
+from apis.storage import STORAGE_URI_PREFIXES, is_supported_storage_uri
 from manager.cache import Cache
 from manager.client import Client, Object
 from manager.errors import ApiError, Conflict, NotFound
@@ -92,20 +86,6 @@ ARG_WORKERS: Final = "--workers"
 ARG_STORAGE_URI: Final = "--storage_uri"
 ARG_ADVERSARY_TYPE: Final = "--adversary_type"
 
-SUPPORTED_STORAGE_URI_PREFIXES: Final = (
-    "gs://",
-    "s3://",
-    "pvc://",
-    "file://",
-    "https://",
-    "http://",
-    "hdfs://",
-    "webhdfs://",
-)
-AZURE_BLOB_HOST: Final = "blob.core.windows.net"
-_AZURE_BLOB_URI = re.compile(r"https://(.+?).blob.core.windows.net/(.+)")
-_HAS_SCHEME = re.compile(r"\w+?://")
-
 
 # --- Names ----------------------------------------------------------------------------------------
 
@@ -121,17 +101,12 @@ def component_name(isvc: InferenceService, component: str, existing_names: Colle
 
 def validate_storage_uri(uri: str) -> None:
     """KServe `ValidateStorageURI`: a local path, a supported scheme, or an Azure blob URL."""
-    if not _HAS_SCHEME.search(uri):
-        return
-    if AZURE_BLOB_HOST in uri:
-        if _AZURE_BLOB_URI.search(uri):
-            return
-    elif uri.startswith(SUPPORTED_STORAGE_URI_PREFIXES):
+    if is_supported_storage_uri(uri):
         return
     raise ComponentSpecError(
         REASON_INVALID_STORAGE_URI,
         "StorageURI not supported: storageUri, must be one of: "
-        f"[{', '.join(SUPPORTED_STORAGE_URI_PREFIXES)}] or match "
+        f"[{', '.join(STORAGE_URI_PREFIXES)}] or match "
         "https://{}.blob.core.windows.net/{}/{} or be an absolute or relative local path. "
         f"StorageUri [{uri}] is not supported.",
     )
@@ -395,17 +370,6 @@ def _explainer_parts(
 # --- The Knative Service --------------------------------------------------------------------------
 
 
-def _owner_reference(isvc: InferenceService) -> dict[str, Any]:
-    return {
-        "apiVersion": ISVC_API_VERSION,
-        "kind": ISVC_KIND,
-        "name": isvc.name,
-        "uid": str(isvc.metadata.get("uid", "")),
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def _traffic(
     isvc: InferenceService, component: str, spec: ComponentSpec, annotations: Mapping[str, str]
 ) -> list[Any]:
@@ -454,7 +418,7 @@ def _knative_service(isvc: InferenceService, component: str, name: str, parts: _
     metadata: dict[str, Any] = {"name": name, "namespace": isvc.namespace, "labels": dict(parts.labels)}
     if ksvc_annotations:
         metadata["annotations"] = ksvc_annotations
-    metadata["ownerReferences"] = [_owner_reference(isvc)]
+    metadata["ownerReferences"] = [isvc.owner_reference()]
     return {
         "apiVersion": KSVC_API_VERSION,
         "kind": KNATIVE_SERVICE_KIND,

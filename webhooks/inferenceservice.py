@@ -41,6 +41,7 @@ from apis import constants as c
 from apis.config import CONFIGMAP_NAME, ConfigError, InferenceServicesConfig
 from apis.inferenceservice import EXPLAINERS, FRAMEWORKS, MODEL
 from apis.quantity import QuantityError, parse_quantity
+from apis.storage import STORAGE_URI_PREFIXES, is_supported_storage_uri
 from webhooks.admission import (
     AdmissionRequest,
     AdmissionResponse,
@@ -76,20 +77,6 @@ ConfigProvider = Callable[[], Mapping[str, str] | None]
 DEFAULT_RESOURCES: Final[Mapping[str, str]] = {"cpu": "1", "memory": "2Gi"}
 """KServe v0.11's requests and limits for a serving container that sets none."""
 
-STORAGE_URI_PREFIXES: Final = (
-    "gs://",
-    "s3://",
-    "pvc://",
-    "file://",
-    "https://",
-    "http://",
-    "hdfs://",
-    "webhdfs://",
-)
-"""Model URI schemes the storage initializer understands (KServe `SupportedStorageURIPrefixList`)."""
-
-_AZURE_BLOB_RE: Final = re.compile(r"https://(.+?)\.blob\.core\.windows\.net/(.+)")
-_HAS_SCHEME_RE: Final = re.compile(r"\w+?://")
 _ISVC_NAME_FMT: Final = "[a-z]([-a-z0-9]*[a-z0-9])?"
 _ISVC_NAME_RE: Final = re.compile(_ISVC_NAME_FMT)
 _MAX_SERVICE_NAME: Final = 63
@@ -291,12 +278,7 @@ def storage_uri_error(uri: Any, where: str, extra_prefixes: Iterable[str] = ()) 
     """Why `uri` cannot be a model location (None when it can): a known scheme, an Azure blob URL, a path."""
     if not isinstance(uri, str):
         return f"{where} must be a string, got {_type_name(uri)}"
-    if not _HAS_SCHEME_RE.search(uri):
-        return None  # an absolute or relative local path
-    if ".blob.core.windows.net" in uri:
-        if _AZURE_BLOB_RE.search(uri):
-            return None
-    elif uri.startswith((*STORAGE_URI_PREFIXES, *extra_prefixes)):
+    if is_supported_storage_uri(uri, extra_prefixes):
         return None
     return (
         f"{where} {_show(uri)} is not supported: use a URI starting with "

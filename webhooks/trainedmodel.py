@@ -19,8 +19,9 @@ from typing import Any, Final
 
 from apis.constants import KSERVE_GROUP
 from apis.quantity import QuantityError, parse_quantity
+from apis.storage import STORAGE_URI_PREFIXES
 from webhooks.admission import AdmissionRequest, AdmissionResponse, allowed, denied, errored
-from webhooks.inferenceservice import STORAGE_URI_PREFIXES, describe
+from webhooks.inferenceservice import describe
 
 __all__ = ["VALIDATE_TRAINED_MODEL_PATH", "TrainedModelValidator", "validate_trained_model"]
 
