@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from e2e.localcluster.cluster import LocalCluster, LocalClusterError
+from manager.client import Client, load_client
 
-CLUSTER_FIXTURES = {"local_cluster", "kubeconfig", "namespace"}
+CLUSTER_FIXTURES = {"local_cluster", "kubeconfig", "namespace", "client", "admin"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -65,3 +66,19 @@ def namespace(local_cluster: LocalCluster, request: pytest.FixtureRequest) -> It
         status, body = local_cluster.request("DELETE", f"/api/v1/namespaces/{name}")
         if status not in (200, 202, 404):
             pytest.fail(f"cannot delete namespace {name}: HTTP {status}: {body.get('message')}")
+
+
+@pytest.fixture
+async def client(local_cluster: LocalCluster) -> AsyncIterator[Client]:
+    """An API client with the admin credentials, closed after the test."""
+    c = await load_client(str(local_cluster.kubeconfig_path))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+def admin(client: Client) -> Client:
+    """The admin API client, for tests that also use clients with other credentials."""
+    return client

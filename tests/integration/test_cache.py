@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from e2e.localcluster.cluster import LocalCluster
 from manager.cache import Cache
-from manager.client import CONFIGMAPS, SECRETS, Client, Object, load_client
-
-
-@pytest.fixture
-async def client(local_cluster: LocalCluster) -> AsyncIterator[Client]:
-    c = await load_client(str(local_cluster.kubeconfig_path))
-    try:
-        yield c
-    finally:
-        await c.close()
+from manager.client import CONFIGMAPS, SECRETS, Client, Object
 
 
 def cm(namespace: str, name: str, labels: dict[str, str], owner: Object | None = None) -> Object:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -17,15 +17,6 @@ ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
 COMPONENT = "events-it"
 HANG_GUARD = 30.0
-
-
-@pytest.fixture
-async def admin(local_cluster: LocalCluster) -> AsyncIterator[Client]:
-    client = await load_client(str(local_cluster.kubeconfig_path))
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def eventually(condition: Callable[[], bool]) -> None:

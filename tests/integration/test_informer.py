@@ -7,10 +7,8 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 
-import pytest
-
 from e2e.localcluster.cluster import LocalCluster
-from manager.client import CONFIGMAPS, NAMESPACES, Client, Object, load_client
+from manager.client import CONFIGMAPS, NAMESPACES, Client, Object
 from manager.errors import AlreadyExists, ApiError, NotFound
 from manager.informer import OWNER_INDEX, Informer, WatchSettings, key_of
 
@@ -58,15 +56,6 @@ async def server_state(client: Client, namespace: str) -> dict[str, str]:
 
 def store_state(informer: Informer) -> dict[str, str]:
     return {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in informer.store}
-
-
-@pytest.fixture
-async def client(local_cluster: LocalCluster) -> AsyncIterator[Client]:
-    c = await load_client(str(local_cluster.kubeconfig_path))
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 @contextlib.asynccontextmanager

@@ -7,28 +7,18 @@ import json
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from e2e.localcluster.cluster import LocalCluster
-from manager.client import CONFIGMAPS, LEASES, Client, load_client
+from manager.client import CONFIGMAPS, LEASES, Client
 from manager.errors import NotFound
 from manager.options import LEADER_ELECTION_ID
 from tests.support.marker_manager import BY, LABEL
 from tests.support.process import ManagerProcess
 
 CONTROLLER = "configmap-marker"
-
-
-@pytest.fixture
-async def client(local_cluster: LocalCluster) -> AsyncIterator[Client]:
-    c = await load_client(str(local_cluster.kubeconfig_path))
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from e2e.localcluster.cluster import LocalCluster
-from manager.client import CONFIGMAPS, SERVICES, Client, Object, Resource, load_client
+from manager.client import CONFIGMAPS, SERVICES, Client, Object, Resource
 from manager.errors import ApiError, NotFound
 from webhooks.admission import AdmissionRequest, AdmissionResponse, denied, patch_response_from_raw
 from webhooks.certs import (
@@ -61,15 +60,6 @@ class Labeller:
 class Denier:
     async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
         return denied(f"configmap {request.name} is not allowed: rename it")
-
-
-@pytest.fixture
-async def admin(local_cluster: LocalCluster) -> AsyncIterator[Client]:
-    client = await load_client(str(local_cluster.kubeconfig_path))
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture
