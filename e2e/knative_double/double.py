@@ -470,6 +470,10 @@ class _WaitingForServiceAccount(Exception):
     """A Pod cannot be created before its namespace's service account exists."""
 
 
+class _NamespaceTerminating(Exception):
+    """The Service's namespace is being deleted: leave it to the namespace controller."""
+
+
 class KnativeServingDouble:
     """Reconciles Knative Services as Knative Serving would (see the module docstring)."""
 
@@ -528,6 +532,10 @@ class KnativeServingDouble:
             except _WaitingForServiceAccount as exc:
                 log.info("waiting for the service account of the namespace: %s", exc)
                 return Result(requeue_after=SERVICE_ACCOUNT_WAIT)
+            except _NamespaceTerminating as exc:
+                log.debug("namespace of %s/%s is terminating: %s", request.namespace, request.name, exc)
+                self._histories.pop(key, None)
+                return Result()
             return Result()
         finally:
             self.reconciles += 1
@@ -614,6 +622,9 @@ class KnativeServingDouble:
         except ApiError as exc:
             if exc.status == 400:
                 return Failure("PodCreationFailed", exc.message)
+            if exc.status == 404 or (exc.status == 403 and "being terminated" in exc.message):
+                # The namespace is going away (its objects are deleted next): nothing to serve any more.
+                raise _NamespaceTerminating(exc.message) from exc
             if re.search(r"service ?account", exc.message, re.IGNORECASE) and exc.status in (403, 500):
                 # The ServiceAccount admission plugin rejects Pods until kube-controller-manager has made
                 # the namespace's default service account and its token: expected right after creation.

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from prometheus_client import CollectorRegistry
 
-from apis.resources import CLUSTER_SERVING_RUNTIMES, INFERENCE_SERVICES
+from apis.resources import CLUSTER_SERVING_RUNTIMES, INFERENCE_SERVICES, KNATIVE_SERVICES
 from controllers.inferenceservice import setup_inferenceservice_controller
 from e2e.knative_double import KnativeServingDouble, install
 from e2e.localcluster.apply import apply_manifests
@@ -167,6 +167,12 @@ class Harness:
             return await self.client.list_page(INFERENCE_SERVICES, self.namespace)
 
         await self.until(remaining, lambda page: not page.get("items"), timeout)
+
+        # Wait for the garbage collector too, so no child outlives the test into another test's manager.
+        async def children() -> Object:
+            return await self.client.list_page(KNATIVE_SERVICES, self.namespace)
+
+        await self.until(children, lambda page: not page.get("items"), timeout * 2)
 
     def writes(self) -> float:
         """API write requests made by the manager's client so far."""
