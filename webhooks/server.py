@@ -259,6 +259,11 @@ class WebhookServer:
         if not isinstance(response, AdmissionResponse):
             log.error("webhook %s returned %s instead of an AdmissionResponse", path, type(response).__name__)
             return errored(500, f"webhook {path} failed: handler returned no AdmissionResponse")
+        status = response.status
+        if status is not None and status.message and not status.message.isprintable():
+            # Messages quote user input (names, annotation values): keep them one line for kubectl.
+            printable = status.model_copy(update={"message": _printable(status.message)})
+            return response.model_copy(update={"status": printable})
         return response
 
 
@@ -290,6 +295,10 @@ def _review(api_version: AdmissionVersion, response: AdmissionResponse) -> web.R
 def _object_key(request: AdmissionRequest) -> str:
     name = request.name or "(unnamed)"
     return f"{request.namespace}/{name}" if request.namespace else name
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _one_line(exc: BaseException) -> str:

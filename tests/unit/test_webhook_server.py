@@ -201,6 +201,16 @@ async def test_a_denial_carries_the_handlers_message(
     }
 
 
+async def test_a_denial_quoting_user_input_stays_on_one_line(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    body = review()
+    body["request"]["name"] = "evil\nname\t"
+    status, _, answer = await post(session, server, "/deny", body)
+    assert status == 200
+    assert answer["response"]["status"]["message"] == "evil\\nname\\t is not welcome"
+
+
 async def test_a_body_over_7_mib_is_rejected_with_413(server: WebhookServer, cert_dir: Path) -> None:
     padded = review()
     padded["request"]["object"]["data"] = {"big": "x" * MAX_BODY_BYTES}
