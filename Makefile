@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit integration venv binaries prometheus bench clean
+.PHONY: run test lint typecheck unit integration e2e-local e2e-kind images kind-load venv binaries prometheus bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,28 @@ integration: venv binaries prometheus
 test: venv binaries prometheus lint typecheck
 	$(BIN)/pytest
 
-bench: venv binaries
+e2e-local: venv binaries
+	$(BIN)/pytest e2e/suite --target local
+
+# The kind path needs Docker, kind and internet access (not available in CI here).
+TAG          ?= latest
+KIND_CLUSTER ?= kserve-py
+images:
+	docker build -t kserve-py/manager:$(TAG) .
+	docker build -f qpext/Dockerfile -t kserve-py/qpext:$(TAG) .
+
+kind-load:
+	KIND_CLUSTER=$(KIND_CLUSTER) TAG=$(TAG) bash hack/kind-load-images.sh
+
+e2e-kind: venv
+	KIND_CLUSTER=$(KIND_CLUSTER) TAG=$(TAG) bash e2e/kind/run.sh
+
+bench: venv binaries prometheus
 	$(BIN)/python -m benchmarks.workqueue_throughput
 	$(BIN)/python -m benchmarks.informer_sync
+	$(BIN)/python -m benchmarks.isvc_scale
+	$(BIN)/python -m benchmarks.webhook_latency
+	$(BIN)/python -m benchmarks.qpext_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
