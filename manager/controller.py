@@ -8,7 +8,8 @@ This is controller-runtime's controller, reduced to what matters for correctness
   `Result(requeue_after=d)` resets the backoff and re-queues after d; success resets the backoff;
   `TerminalError` is logged and counted and the key is dropped until the object changes again;
   a 409 Conflict (a stale read) is retried with backoff and logged only at debug level, as knative does;
-  any other exception is logged with its traceback and retried with backoff.
+  another API error is retried with backoff and logged as one line (the server's answer says it all);
+  any other exception is logged with its traceback, counted as a panic, and retried with backoff.
 * Metrics use controller-runtime's names so existing dashboards work.
 * Stopping drains: the queue stops taking keys, in-flight reconciles get the grace period to finish, then
   any still running are cancelled.
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from manager.client import Object, Resource
-from manager.errors import Conflict, TerminalError
+from manager.errors import ApiError, Conflict, TerminalError
 from manager.handlers import (
     EnqueueForObject,
     EnqueueForOwner,
@@ -126,6 +127,11 @@ class Controller:
                 log.debug("conflict, retrying: %s", exc.message)
             except asyncio.CancelledError:
                 raise
+            except ApiError as exc:
+                # The API server's answer says it all; a traceback would only show our own call stack.
+                self.metrics.error()
+                self.queue.add_rate_limited(request)
+                log.error("reconcile failed, retrying with backoff: %s", exc)
             except TimeoutError:
                 self.metrics.error()
                 self.metrics.timeout()

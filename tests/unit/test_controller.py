@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from manager.controller import Controller
-from manager.errors import Conflict, TerminalError
+from manager.errors import Conflict, Forbidden, TerminalError
 from manager.handlers import EnqueueForObject, EnqueueForOwner, EnqueueMapped, GenerationChanged
 from manager.logs import ContextFilter
 from manager.metrics import Metrics
@@ -127,6 +127,24 @@ async def test_other_errors_back_off_and_reset_on_success(caplog: pytest.LogCapt
     assert value(m, "controller_runtime_reconcile_errors_total") == 3
     assert "boom" in caplog.text
     assert any(rec.exc_info for rec in caplog.records if rec.levelno == logging.ERROR)
+    await c.stop()
+
+
+async def test_api_errors_are_one_log_line_without_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    forbidden = Forbidden(
+        403, "Forbidden", "unable to create new content in namespace x: it is being terminated"
+    )
+    r = Scripted(lambda req, n: _raise(forbidden) if n == 1 else Result())
+    c, m = make(r)
+    await c.start()
+    c.queue.add(KEY)
+    await until(lambda: value(m, "controller_runtime_reconcile_total", result="success") == 1)
+    errors = [rec for rec in caplog.records if rec.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "being terminated" in errors[0].getMessage()
+    assert errors[0].exc_info is None
+    assert value(m, "controller_runtime_reconcile_errors_total") == 1
+    assert value(m, "controller_runtime_reconcile_panics_total") == 0
     await c.stop()
 
 
