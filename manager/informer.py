@@ -329,6 +329,9 @@ class Informer:
             self._resource_version = version
 
     def _apply_upsert(self, obj: Object) -> None:
+        # managedFields are a third to a half of a typical object and no reader of the cache needs them
+        # (controller-runtime's TransformStripManagedFields); a PUT without them keeps the server's.
+        obj.get("metadata", {}).pop("managedFields", None)
         key = key_of(obj)
         old = self.store.get(*key)
         if old is not None and _uid(old) != _uid(obj):

@@ -195,7 +195,10 @@ class InferenceServiceReconciler:
         patch = {
             "metadata": {"finalizers": finalizers, "resourceVersion": isvc.metadata.get("resourceVersion")}
         }
-        await self.client.patch(INFERENCE_SERVICES, isvc.name, patch, isvc.namespace)
+        written = await self.client.patch(INFERENCE_SERVICES, isvc.name, patch, isvc.namespace)
+        # The status write later in this pass must carry the new resourceVersion, or it always conflicts.
+        isvc.metadata["resourceVersion"] = written["metadata"]["resourceVersion"]
+        isvc.metadata["finalizers"] = finalizers
 
     async def _finalize(self, isvc: InferenceService) -> None:
         if c.INFERENCE_SERVICE_FINALIZER not in isvc.finalizers:
