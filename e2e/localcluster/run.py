@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,17 +47,36 @@ def _namespace_manifest(directory: Path, namespace: str) -> Path:
     return path
 
 
-def run_manager(kubeconfig: Path, manager_args: Sequence[str], namespace: str, *, double: bool) -> int:
+def webhook_args(manager_args: Sequence[str], cert_dir: Path) -> list[str]:
+    """Self-signed webhook certificates in `cert_dir`, unless the user chose a certificate directory.
+
+    A developer machine has no cert-manager Secret mounted at the default directory, and the manager will
+    not start its webhook server without a certificate.
+    """
+    if any(arg.startswith("--webhook-cert-dir") for arg in manager_args):
+        return []
+    return ["--webhook-self-signed", f"--webhook-cert-dir={cert_dir}", "--webhook-cert-ip=127.0.0.1"]
+
+
+def run_manager(
+    kubeconfig: Path, manager_args: Sequence[str], namespace: str, *, double: bool, cert_dir: Path
+) -> int:
     """Run kserve-manager in the foreground (and, on the local cluster, the Knative Serving double beside
     it); forward Ctrl-C/SIGTERM to both as SIGTERM and wait for them."""
     env = dict(os.environ, POD_NAMESPACE=namespace)
+    argv = [f"--kubeconfig={kubeconfig}", *webhook_args(manager_args, cert_dir), *manager_args]
+    # Children get their own session: a terminal's Ctrl-C reaches only us, and each child is sent exactly
+    # one SIGTERM (a second signal would make the manager skip its graceful shutdown).
     manager = subprocess.Popen(
-        [sys.executable, "-m", "controllers.main", f"--kubeconfig={kubeconfig}", *manager_args], env=env
+        [sys.executable, "-m", "controllers.main", *argv], env=env, start_new_session=True
     )
     children = [manager]
     if double:
         children.append(
-            subprocess.Popen([sys.executable, "-m", "e2e.knative_double", f"--kubeconfig={kubeconfig}"])
+            subprocess.Popen(
+                [sys.executable, "-m", "e2e.knative_double", f"--kubeconfig={kubeconfig}"],
+                start_new_session=True,
+            )
         )
 
     def forward(signum: int, frame: object) -> None:
@@ -93,7 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             kubeconfig = Path(args.kubeconfig)
             print(f"{PROG}: using the cluster of {kubeconfig}", flush=True)
             apply_manifests(kubeconfig, config_paths(root))
-            return run_manager(kubeconfig, args.manager_args, namespace, double=False)
+            with tempfile.TemporaryDirectory(prefix="kserve-webhook-certs-") as certs:
+                return run_manager(
+                    kubeconfig, args.manager_args, namespace, double=False, cert_dir=Path(certs)
+                )
         print(f"{PROG}: starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
         with LocalCluster(args.dir) as cluster:
             apply_manifests(
@@ -104,7 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{PROG}: cluster ready; use it with:\n  export KUBECONFIG={cluster.kubeconfig_path}",
                 flush=True,
             )
-            return run_manager(cluster.kubeconfig_path, args.manager_args, namespace, double=True)
+            return run_manager(
+                cluster.kubeconfig_path,
+                args.manager_args,
+                namespace,
+                double=True,
+                cert_dir=cluster.workdir / "webhook-certs",
+            )
     except (LocalClusterError, BinariesError, ApplyError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
