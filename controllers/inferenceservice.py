@@ -43,7 +43,10 @@ def setup_inferenceservice_controller(
     recorder = manager.event_broadcaster(event_component).recorder()
 
     def all_inference_services(obj: Object) -> Iterable[Request]:
-        if obj.get("metadata", {}).get("name") != c.INFERENCE_SERVICE_CONFIGMAP:
+        if (
+            obj.get("metadata", {}).get("name") != c.INFERENCE_SERVICE_CONFIGMAP
+            or namespace_of(obj) != config_namespace
+        ):
             return ()
         return [Request(ns, name) for ns, name in cache.keys(INFERENCE_SERVICES)]
 

@@ -114,8 +114,9 @@ class Cache:
                 yield from informer.store.all_keys()
 
     def _lookup(self, resource: Resource, namespace: str) -> Informer:
-        # Prefer the all-namespaces informer, then the one for exactly this namespace.
-        for key in ((resource, None, None), (resource, namespace or None, None)):
+        # Prefer the informer for exactly this namespace: a handler registered on it was woken by its event,
+        # and a second (all-namespaces) informer of the same kind may not have seen that event yet.
+        for key in ((resource, namespace or None, None), (resource, None, None)):
             informer = self._informers.get(key)
             if informer is not None:
                 return informer
