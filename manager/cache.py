@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 
 from manager.client import Client, Object, Resource
-from manager.informer import LABEL_INDEX, OWNER_INDEX, IndexFunc, Informer, WatchSettings
+from manager.informer import LABEL_INDEX, OWNER_INDEX, Informer, WatchSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,6 @@ class Cache:
         """Wait for every informer to sync; False on timeout."""
         results = await asyncio.gather(*(i.wait_for_sync(timeout) for i in self._informers.values()))
         return all(results)
-
-    def add_index(self, resource: Resource, name: str, func: IndexFunc, namespace: str | None = None) -> None:
-        """Add a secondary index to a collection's store."""
-        self.informer(resource, namespace).add_index(name, func)
 
     def get(self, resource: Resource, name: str, namespace: str = "") -> Object | None:
         """A deep copy of the cached object, or None when it does not exist (as far as the cache knows)."""

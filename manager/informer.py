@@ -78,21 +78,10 @@ class EventHandler(Protocol):
 class Store:
     """Objects by key, with secondary indexes kept in step on every change."""
 
-    def __init__(self) -> None:
+    def __init__(self, index_funcs: Mapping[str, IndexFunc]) -> None:
         self._items: dict[Key, Object] = {}
-        self._index_funcs: dict[str, IndexFunc] = {}
-        self._indexes: dict[str, dict[str, set[Key]]] = {}
-
-    def add_index(self, name: str, func: IndexFunc) -> None:
-        """Register an index and build it from what is already stored."""
-        if name in self._index_funcs:
-            return
-        self._index_funcs[name] = func
-        index: dict[str, set[Key]] = {}
-        for key, obj in self._items.items():
-            for value in func(obj):
-                index.setdefault(value, set()).add(key)
-        self._indexes[name] = index
+        self._index_funcs = dict(index_funcs)
+        self._indexes: dict[str, dict[str, set[Key]]] = {name: {} for name in self._index_funcs}
 
     def get(self, namespace: str, name: str) -> Object | None:
         """The stored object, or None."""
@@ -176,9 +165,7 @@ class Informer:
         self.namespace = namespace
         self.label_selector = label_selector
         self.settings = settings or WatchSettings()
-        self.store = Store()
-        self.store.add_index(OWNER_INDEX, owner_uids)
-        self.store.add_index(LABEL_INDEX, label_pairs)
+        self.store = Store({OWNER_INDEX: owner_uids, LABEL_INDEX: label_pairs})
         self._handlers: list[EventHandler] = []
         self._synced = asyncio.Event()
         self._resource_version = ""
@@ -208,10 +195,6 @@ class Informer:
         if self.has_synced:
             for obj in self.store:
                 _call(handler.on_add, obj)
-
-    def add_index(self, name: str, func: IndexFunc) -> None:
-        """Add a secondary index to the store."""
-        self.store.add_index(name, func)
 
     def start(self) -> None:
         """Start the list/watch loop as an owned task (idempotent)."""
@@ -253,14 +236,12 @@ class Informer:
             except Gone:
                 log.info("%r: resourceVersion %s expired, listing again", self, self._resource_version)
                 need_list = True
-            except ApiError as exc:
+            except Exception as exc:
                 delay = backoff * random.uniform(0.5, 1.5)
-                log.warning("%r: %s; retrying in %.1fs", self, exc, delay)
-                await asyncio.sleep(delay)
-                backoff = min(backoff * 2, self.settings.backoff_max)
-            except Exception:
-                delay = backoff * random.uniform(0.5, 1.5)
-                log.exception("%r: unexpected error; retrying in %.1fs", self, delay)
+                if isinstance(exc, ApiError):
+                    log.warning("%r: %s; retrying in %.1fs", self, exc, delay)
+                else:
+                    log.exception("%r: unexpected error; retrying in %.1fs", self, delay)
                 await asyncio.sleep(delay)
                 backoff = min(backoff * 2, self.settings.backoff_max)
 

@@ -19,8 +19,6 @@ from typing import Any
 
 _CONTEXT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("log_context", default=None)
 
-FIELDS = ("controller", "namespace", "name", "reconcile_id")
-
 
 @contextlib.contextmanager
 def log_context(**fields: str) -> Iterator[None]:
@@ -32,11 +30,6 @@ def log_context(**fields: str) -> Iterator[None]:
         yield
     finally:
         _CONTEXT.reset(token)
-
-
-def current_context() -> dict[str, str]:
-    """The fields attached by the enclosing `log_context` blocks."""
-    return dict(_CONTEXT.get() or {})
 
 
 class ContextFilter(logging.Filter):

@@ -107,10 +107,6 @@ class Manager:
         """Add a readiness check."""
         self.readyz.add(name, check)
 
-    def add_healthz_check(self, name: str, check: Check) -> None:
-        """Add a liveness check."""
-        self.healthz.add(name, check)
-
     @property
     def is_leader(self) -> bool:
         """True while controllers run (always true without leader election, once started)."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from manager.leaderelection import default_identity
 
 LEADER_ELECTION_ID = "kserve-controller-manager-leader-lock"
 
@@ -42,7 +42,7 @@ class ManagerOptions:
     namespace: str = "kserve"
     graceful_shutdown_timeout: float = 30.0
     cache_sync_timeout: float = 120.0
-    identity: str = field(default_factory=lambda: f"{socket.gethostname()}_{uuid.uuid4()}")
+    identity: str = field(default_factory=default_identity)
 
 
 def _positive_int(text: str) -> int:
