@@ -10,7 +10,7 @@ Everything else from the app follows in the order the app listed it, so the outp
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from qpext.families import (
     UNTYPED,
@@ -32,11 +32,12 @@ class Drops:
     reserved_name: int = 0
 
     def items(self) -> Iterable[tuple[str, int]]:
-        return (
-            ("type_clash", self.type_clash),
-            ("malformed", self.malformed),
-            ("reserved_name", self.reserved_name),
-        )
+        return ((f.name, getattr(self, f.name)) for f in fields(self))
+
+    def add(self, other: Drops) -> None:
+        """Add ``other``'s counts to these."""
+        for reason, count in other.items():
+            setattr(self, reason, getattr(self, reason) + count)
 
 
 def index_families(body: bytes) -> dict[bytes, tuple[bytes, int]]:

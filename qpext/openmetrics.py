@@ -21,8 +21,6 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 log = logging.getLogger(__name__)
 
-OPENMETRICS_MEDIA_TYPE = "application/openmetrics-text"
-
 
 @dataclass
 class Converted:

@@ -52,12 +52,11 @@ def app_families(result: ScrapeResult, drops: Drops) -> ParsedBody | None:
     return parse_text(body)
 
 
-def queue_proxy_text(result: ScrapeResult, drops: Drops) -> bytes | None:
+def queue_proxy_text(result: ScrapeResult) -> bytes | None:
     """queue-proxy's body, unchanged when it is text format (the Knative default)."""
     if result.body is None or result.media_type != OPENMETRICS_MEDIA_TYPE:
         return result.body
-    converted = openmetrics_to_text(result.body)
-    return converted.text
+    return openmetrics_to_text(result.body).text
 
 
 class Aggregator:
@@ -98,7 +97,7 @@ class Aggregator:
             }
             drops = Drops()
             qp_result, app_result = results.get(QUEUE_PROXY), results.get(APP)
-            qp = queue_proxy_text(qp_result, drops) if qp_result is not None else None
+            qp = queue_proxy_text(qp_result) if qp_result is not None else None
             app = app_families(app_result, drops) if app_result is not None else None
             # A cancellation point between the CPU-bound steps: a scraper that left stops the work here.
             await asyncio.sleep(0)
@@ -111,9 +110,7 @@ class Aggregator:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     def _count(self, drops: Drops) -> None:
-        self._dropped.type_clash += drops.type_clash
-        self._dropped.malformed += drops.malformed
-        self._dropped.reserved_name += drops.reserved_name
+        self._dropped.add(drops)
         if any(n for _, n in drops.items()):
             log.warning("dropped app families: %s", ", ".join(f"{k}={n}" for k, n in drops.items() if n))
 
@@ -133,12 +130,8 @@ class Aggregator:
         return ("\n".join(lines) + "\n").encode()
 
 
-AGGREGATOR = web.AppKey("aggregator", Aggregator)
-
-
 def make_app(aggregator: Aggregator) -> web.Application:
     app = web.Application()
-    app[AGGREGATOR] = aggregator
     app.router.add_get("/metrics", aggregator.handle_metrics)
     return app
 

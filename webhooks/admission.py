@@ -3,7 +3,7 @@
 The API server speaks `admission.k8s.io/v1` or `v1beta1` (same shape) and insists that the answer carries
 the request's uid and is in the version it asked for; the server (`webhooks/server.py`) takes care of both,
 so handlers only build an `AdmissionResponse` with `allowed`, `denied`, `errored` or
-`patch_response_from_raw`.
+`patch_response_from_raw` (and `wrong_kind` for a request routed to the wrong handler).
 
 Mutations are answered with an RFC 6902 JSON Patch computed by the `jsonpatch` library between the object as
 received and the mutated object (controller-runtime's `PatchResponseFromRaw`). The diff base is a byte
@@ -250,6 +250,14 @@ def denied(message: str, code: int = 403) -> AdmissionResponse:
 def errored(code: int, message: str) -> AdmissionResponse:
     """Reject because we could not decide (bad input: 400, our failure: 500)."""
     return AdmissionResponse(allowed=False, status=Status(code=code, message=message, status="Failure"))
+
+
+def wrong_kind(request: AdmissionRequest, group: str, kind: str) -> AdmissionResponse | None:
+    """`errored(400, ...)` when the request is not for `group`/`kind` (a misrouted webhook), else None."""
+    if request.kind.group == group and request.kind.kind == kind:
+        return None
+    got = f"{request.kind.group}/{request.kind.kind}" if request.kind.group else request.kind.kind
+    return errored(400, f"expected a {group}/{kind}, got {got}")
 
 
 def patch_response_from_raw(

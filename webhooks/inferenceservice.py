@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from apis import constants as c
-from apis.config import CONFIGMAP_NAME, ConfigError, InferenceServicesConfig
+from apis.config import ConfigError, InferenceServicesConfig
 from apis.inferenceservice import EXPLAINERS, FRAMEWORKS, MODEL
 from apis.quantity import QuantityError, parse_quantity
 from apis.storage import STORAGE_URI_PREFIXES, is_supported_storage_uri
@@ -49,30 +49,24 @@ from webhooks.admission import (
     denied,
     errored,
     patch_response_from_raw,
+    wrong_kind,
 )
+from webhooks.config import SHIPPED_CONFIG, ConfigProvider, ConfigView
 
 __all__ = [
     "DEFAULT_RESOURCES",
-    "MUTATE_INFERENCE_SERVICE_PATH",
     "STORAGE_URI_PREFIXES",
-    "VALIDATE_INFERENCE_SERVICE_PATH",
-    "ConfigProvider",
     "InferenceServiceDefaulter",
     "InferenceServiceValidator",
     "InvalidObject",
     "default_inference_service",
     "describe",
     "storage_uri_error",
+    "type_name",
     "validate_inference_service",
 ]
 
 log = logging.getLogger(__name__)
-
-MUTATE_INFERENCE_SERVICE_PATH: Final = "/mutate-serving-kserve-io-v1beta1-inferenceservice"
-VALIDATE_INFERENCE_SERVICE_PATH: Final = "/validate-serving-kserve-io-v1beta1-inferenceservice"
-
-ConfigProvider = Callable[[], Mapping[str, str] | None]
-"""Returns the `inferenceservice-config` ConfigMap's data, or None when the ConfigMap does not exist."""
 
 DEFAULT_RESOURCES: Final[Mapping[str, str]] = {"cpu": "1", "memory": "2Gi"}
 """KServe v0.11's requests and limits for a serving container that sets none."""
@@ -97,7 +91,6 @@ _PREDICTOR_CHOICES: Final = (
 )
 """The predictor's implementation keys in the order users know them from the docs (`containers` last)."""
 _CONTAINERS: Final = "containers"
-_SHIPPED_CONFIG: Final = InferenceServicesConfig.from_configmap({})
 
 
 class InvalidObject(ValueError):
@@ -112,7 +105,8 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """How a JSON value's type reads in a message ("an object", "a list", "null", ...)."""
     if value is None:
         return "null"
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
@@ -126,7 +120,7 @@ def _object_or_none(parent: Mapping[str, Any], key: str, path: str) -> dict[str,
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise InvalidObject(f"{path} must be an object, got {_type_name(value)}")
+        raise InvalidObject(f"{path} must be an object, got {type_name(value)}")
     return value
 
 
@@ -149,7 +143,7 @@ def _containers(component: Mapping[str, Any], path: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise InvalidObject(f"{path}.containers must be a list, got {_type_name(value)}")
+        raise InvalidObject(f"{path}.containers must be a list, got {type_name(value)}")
     return value
 
 
@@ -200,7 +194,7 @@ def _default_resources(container: dict[str, Any], path: str) -> None:
 
 def _default_serving_container(container: Any, path: str) -> None:
     if not isinstance(container, dict):
-        raise InvalidObject(f"{path} must be an object, got {_type_name(container)}")
+        raise InvalidObject(f"{path} must be an object, got {type_name(container)}")
     container["name"] = c.INFERENCE_SERVICE_CONTAINER_NAME
     _default_resources(container, path)
 
@@ -248,8 +242,8 @@ def default_inference_service(obj: Any, *, config: InferenceServicesConfig | Non
     must touch has the wrong type, and `apis.config.ConfigError` when a ConfigMap key it needs is broken.
     """
     if not isinstance(obj, dict):
-        raise InvalidObject(f"an InferenceService must be a JSON object, got {_type_name(obj)}")
-    config = config or _SHIPPED_CONFIG
+        raise InvalidObject(f"an InferenceService must be a JSON object, got {type_name(obj)}")
+    config = config or SHIPPED_CONFIG
     isvc = copy.deepcopy(obj)
     metadata = _object_or_none(isvc, "metadata", "metadata") or {}
     annotations = _object_or_none(metadata, "annotations", "metadata.annotations") or {}
@@ -277,7 +271,7 @@ def default_inference_service(obj: Any, *, config: InferenceServicesConfig | Non
 def storage_uri_error(uri: Any, where: str, extra_prefixes: Iterable[str] = ()) -> str | None:
     """Why `uri` cannot be a model location (None when it can): a known scheme, an Azure blob URL, a path."""
     if not isinstance(uri, str):
-        return f"{where} must be a string, got {_type_name(uri)}"
+        return f"{where} must be a string, got {type_name(uri)}"
     if is_supported_storage_uri(uri, extra_prefixes):
         return None
     return (
@@ -327,7 +321,7 @@ class _Checker:
         if value is None:
             return None
         if not isinstance(value, str):
-            self.add(f"{path}.{key} must be a string, got {_type_name(value)}")
+            self.add(f"{path}.{key} must be a string, got {type_name(value)}")
             return None
         return value
 
@@ -340,7 +334,7 @@ class _Checker:
     def component(self, name: str, component: Any) -> None:
         path = f"spec.{name}"
         if not isinstance(component, dict):
-            self.add(f"{path} must be an object, got {_type_name(component)}")
+            self.add(f"{path} must be an object, got {type_name(component)}")
             return
         self.extension(component, path)
         try:
@@ -358,7 +352,7 @@ class _Checker:
         spec = component[implementation]
         where = f"{path}.{implementation}"
         if not isinstance(spec, dict):
-            self.add(f"{where} must be an object, got {_type_name(spec)}")
+            self.add(f"{where} must be an object, got {type_name(spec)}")
             return
         self.storage_uri(spec.get("storageUri"), f"{where}.storageUri")
         if name == c.PREDICTOR:
@@ -392,7 +386,7 @@ class _Checker:
 
     def custom_container(self, container: Any, where: str) -> None:
         if not isinstance(container, dict):
-            self.add(f"{where} must be an object, got {_type_name(container)}")
+            self.add(f"{where} must be an object, got {type_name(container)}")
             return
         env = container.get("env")
         if not isinstance(env, list):
@@ -415,7 +409,7 @@ class _Checker:
         logger = component.get("logger")
         if logger is not None:
             if not isinstance(logger, dict):
-                self.add(f"{path}.logger must be an object, got {_type_name(logger)}")
+                self.add(f"{path}.logger must be an object, got {type_name(logger)}")
             else:
                 mode = logger.get("mode")
                 if mode not in (None, "", *c.LOGGER_MODES):
@@ -469,7 +463,7 @@ class _Checker:
                 self.add("metadata.name is required")
             return
         if not isinstance(name, str):
-            self.add(f"metadata.name must be a string, got {_type_name(name)}")
+            self.add(f"metadata.name must be a string, got {type_name(name)}")
             return
         if not _ISVC_NAME_RE.fullmatch(name):
             self.add(
@@ -515,21 +509,21 @@ def _annotations(metadata: Mapping[str, Any], errors: list[str]) -> dict[str, An
     if annotations is None:
         return {}
     if not isinstance(annotations, dict):
-        errors.append(f"metadata.annotations must be an object, got {_type_name(annotations)}")
+        errors.append(f"metadata.annotations must be an object, got {type_name(annotations)}")
         return {}
     for key, value in annotations.items():
         if not isinstance(value, str):
-            errors.append(f"annotation {key} must be a string, got {_type_name(value)}")
+            errors.append(f"annotation {key} must be a string, got {type_name(value)}")
     return annotations
 
 
 def _problems(obj: Any, config: InferenceServicesConfig, prefixes: Sequence[str]) -> list[str]:
     if not isinstance(obj, dict):
-        return [f"an InferenceService must be a JSON object, got {_type_name(obj)}"]
+        return [f"an InferenceService must be a JSON object, got {type_name(obj)}"]
     errors: list[str] = []
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
-        return [f"metadata must be an object, got {_type_name(metadata)}"]
+        return [f"metadata must be an object, got {type_name(metadata)}"]
     annotations = _annotations(metadata, errors)
     mode = annotations.get(c.DEPLOYMENT_MODE_ANNOTATION)
     if not isinstance(mode, str):
@@ -541,7 +535,7 @@ def _problems(obj: Any, config: InferenceServicesConfig, prefixes: Sequence[str]
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         checker.name(metadata, [c.PREDICTOR])
-        checker.add("spec is required" if spec is None else f"spec must be an object, got {_type_name(spec)}")
+        checker.add("spec is required" if spec is None else f"spec must be an object, got {type_name(spec)}")
         return errors
     present = [name for name in c.COMPONENTS if spec.get(name) is not None]
     checker.name(metadata, present or [c.PREDICTOR])
@@ -566,7 +560,7 @@ def validate_inference_service(
     deleted has none. `config` supplies the default deployment mode when the object has no annotation (the
     shipped default when omitted); `storage_prefixes` are extra accepted storage URI prefixes.
     """
-    config = config or _SHIPPED_CONFIG
+    config = config or SHIPPED_CONFIG
     prefixes = tuple(storage_prefixes)
     if old is not None and isinstance(obj, dict):
         metadata = obj.get("metadata")
@@ -588,37 +582,6 @@ def describe(name: Any, errors: Sequence[str], kind: str = "InferenceService") -
 # --- Admission handlers ---------------------------------------------------------------------------
 
 
-class _ConfigView:
-    """The parsed ConfigMap, rebuilt only when the provider's data changes."""
-
-    def __init__(self, provider: ConfigProvider | None) -> None:
-        self._provider = provider
-        self._source: Mapping[str, str] | None = None
-        self._config: InferenceServicesConfig | None = None
-
-    def current(self) -> InferenceServicesConfig:
-        """The current config; `LookupError` when the provider fails or has no ConfigMap."""
-        if self._provider is None:
-            return _SHIPPED_CONFIG
-        try:
-            data = self._provider()
-        except Exception as exc:  # cache not synced, API error: an admission error, not a crash
-            raise LookupError(f"cannot read ConfigMap {CONFIGMAP_NAME}: {exc}") from exc
-        if data is None:
-            raise LookupError(f"ConfigMap {CONFIGMAP_NAME} not found in the controller namespace")
-        if self._config is None or (data is not self._source and dict(data) != self._config.data):
-            self._config = InferenceServicesConfig.from_configmap(data)
-        self._source = data
-        return self._config
-
-
-def _wrong_kind(request: AdmissionRequest, group: str, kind: str) -> AdmissionResponse | None:
-    if request.kind.group == group and request.kind.kind == kind:
-        return None
-    got = f"{request.kind.group}/{request.kind.kind}" if request.kind.group else request.kind.kind
-    return errored(400, f"expected a {group}/{kind}, got {got}")
-
-
 def _request_name(request: AdmissionRequest, obj: Any) -> Any:
     if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
         return obj["metadata"].get("name") or request.name
@@ -629,11 +592,11 @@ class InferenceServiceDefaulter:
     """`/mutate-serving-kserve-io-v1beta1-inferenceservice`: answers with the JSON Patch of the defaults."""
 
     def __init__(self, config: ConfigProvider | None = None) -> None:
-        self._config = _ConfigView(config)
+        self._config = ConfigView(config)
 
     async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
         """Default the request's InferenceService (no patch when it is already defaulted)."""
-        if (wrong := _wrong_kind(request, c.KSERVE_GROUP, "InferenceService")) is not None:
+        if (wrong := wrong_kind(request, c.KSERVE_GROUP, "InferenceService")) is not None:
             return wrong
         obj = request.object
         if obj is None:
@@ -658,12 +621,12 @@ class InferenceServiceValidator:
         config: ConfigProvider | None = None,
         storage_prefixes: Callable[[], Iterable[str]] | None = None,
     ) -> None:
-        self._config = _ConfigView(config)
+        self._config = ConfigView(config)
         self._storage_prefixes = storage_prefixes
 
     async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
         """Validate CREATE and UPDATE (the new object; problems the old one had are tolerated)."""
-        if (wrong := _wrong_kind(request, c.KSERVE_GROUP, "InferenceService")) is not None:
+        if (wrong := wrong_kind(request, c.KSERVE_GROUP, "InferenceService")) is not None:
             return wrong
         obj = request.object
         if request.operation not in ("CREATE", "UPDATE") or obj is None:

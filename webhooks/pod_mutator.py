@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from apis.config import CONFIGMAP_NAME, ConfigError, InferenceServicesConfig
+from apis.config import ConfigError
 from apis.constants import INFERENCE_SERVICE_LABEL
 from webhooks.admission import (
     AdmissionRequest,
@@ -43,6 +43,7 @@ from webhooks.admission import (
     errored,
     patch_response_from_raw,
 )
+from webhooks.config import ConfigProvider, ConfigView
 from webhooks.injectors.accelerator import inject_accelerator_selector
 from webhooks.injectors.agent import inject_agent
 from webhooks.injectors.credentials import CredentialInjector, CredentialLookup
@@ -53,9 +54,6 @@ from webhooks.injectors.storage_initializer import inject_storage_initializer
 __all__ = ["ConfigProvider", "MutationError", "PodMutator", "PodMutatorHandler", "needs_mutation"]
 
 log = logging.getLogger(__name__)
-
-ConfigProvider = Callable[[], Mapping[str, str] | None]
-"""Returns the `inferenceservice-config` ConfigMap's data, or None when the ConfigMap does not exist."""
 
 
 def needs_mutation(pod: object) -> bool:
@@ -89,20 +87,8 @@ class PodMutator:
     """Applies KServe's injectors; config from `config_provider`, secrets through `lookup`."""
 
     def __init__(self, config_provider: ConfigProvider, lookup: CredentialLookup) -> None:
-        self._config_provider = config_provider
+        self._config = ConfigView(config_provider)
         self._lookup = lookup
-        self._config: InferenceServicesConfig | None = None
-
-    def _current_config(self) -> InferenceServicesConfig:
-        try:
-            data = self._config_provider()
-        except Exception as exc:  # the cache not synced yet, an API error: an admission error, not a crash
-            raise MutationError(f"cannot read ConfigMap {CONFIGMAP_NAME}: {exc}") from exc
-        if data is None:
-            raise MutationError(f"ConfigMap {CONFIGMAP_NAME} not found in the controller namespace")
-        if self._config is None or self._config.data != data:
-            self._config = InferenceServicesConfig.from_configmap(data)
-        return self._config
 
     async def mutate(self, pod: Any, namespace: str) -> Pod:
         """A mutated deep copy of a labelled pod, or `pod` itself when it is not ours."""
@@ -110,7 +96,10 @@ class PodMutator:
             return pod  # type: ignore[no-any-return]
         mutated = check_pod(copy.deepcopy(pod))
         namespace = namespace or (mutated.get("metadata") or {}).get("namespace") or ""
-        config = self._current_config()
+        try:
+            config = self._config.current()
+        except LookupError as exc:
+            raise MutationError(str(exc)) from exc
         credentials = CredentialInjector(config.credentials, self._lookup)
 
         with _errors_as_mutation_error("accelerator"):

@@ -141,12 +141,15 @@ class WebhookServer:
             ) from exc
         self._context, self._certificate, self._identity = context, certificate, identity
         # New connections start on this context; the SNI callback moves them to the newest one.
-        base = context
-        base.sni_callback = self._select_context
+        context.sni_callback = self._select_context
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_route("*", "/{path:.*}", self._serve)
         http = HttpServer(
-            "webhook", app, (self.host, self.port), ssl_context=base, shutdown_timeout=self.shutdown_timeout
+            "webhook",
+            app,
+            (self.host, self.port),
+            ssl_context=context,
+            shutdown_timeout=self.shutdown_timeout,
         )
         await http.start()
         self._http = http

@@ -33,12 +33,12 @@ def setup_webhooks(manager: Manager) -> WebhookServer:
     """Create the webhook server with every KServe webhook, and its certificate management when asked."""
     options = manager.options
     namespace = options.namespace
-    cache = manager.cache
-    cache.informer(CONFIGMAPS, namespace)
+    configmaps = manager.cache.informer(CONFIGMAPS, namespace).store
 
     def config() -> Mapping[str, str] | None:
-        configmap = cache.get(CONFIGMAPS, c.INFERENCE_SERVICE_CONFIGMAP, namespace)
-        return None if configmap is None else dict(configmap.get("data") or {})
+        # Read in place, not deep-copied per admission: the store replaces objects, never edits them.
+        configmap = configmaps.get(namespace, c.INFERENCE_SERVICE_CONFIGMAP)
+        return None if configmap is None else configmap.get("data") or {}
 
     if options.webhook_self_signed:
         setup_self_signed(

@@ -20,14 +20,12 @@ from typing import Any, Final
 from apis.constants import KSERVE_GROUP
 from apis.quantity import QuantityError, parse_quantity
 from apis.storage import STORAGE_URI_PREFIXES
-from webhooks.admission import AdmissionRequest, AdmissionResponse, allowed, denied, errored
-from webhooks.inferenceservice import describe
+from webhooks.admission import AdmissionRequest, AdmissionResponse, allowed, denied, errored, wrong_kind
+from webhooks.inferenceservice import describe, type_name
 
-__all__ = ["VALIDATE_TRAINED_MODEL_PATH", "TrainedModelValidator", "validate_trained_model"]
+__all__ = ["TrainedModelValidator", "validate_trained_model"]
 
 log = logging.getLogger(__name__)
-
-VALIDATE_TRAINED_MODEL_PATH: Final = "/validate-serving-kserve-io-v1alpha1-trainedmodel"
 
 _TM_NAME_FMT: Final = "[a-zA-Z0-9_-]+"
 _TM_NAME_RE: Final = re.compile(_TM_NAME_FMT)
@@ -35,18 +33,12 @@ _KIND: Final = "Trained Model"
 """KServe's spelling in its TrainedModel messages."""
 
 
-def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
-    )
-
-
 def _model(obj: Mapping[str, Any], errors: list[str]) -> Mapping[str, Any] | None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
-        errors.append("spec is required" if spec is None else f"spec must be an object, got {_kind_of(spec)}")
+        errors.append(
+            "spec is required" if spec is None else f"spec must be an object, got {type_name(spec)}"
+        )
         return None
     parent = spec.get("inferenceService")
     if not isinstance(parent, str) or not parent:
@@ -56,7 +48,7 @@ def _model(obj: Mapping[str, Any], errors: list[str]) -> Mapping[str, Any] | Non
         errors.append(
             "spec.model is required"
             if model is None
-            else f"spec.model must be an object, got {_kind_of(model)}"
+            else f"spec.model must be an object, got {type_name(model)}"
         )
         return None
     return model
@@ -78,7 +70,7 @@ def _same_quantity(old: Any, new: Any) -> bool:
 def validate_trained_model(obj: Any, old: Any = None) -> list[str]:
     """The problems of a TrainedModel ([] when valid); with `old` (an UPDATE) also a changed memory."""
     if not isinstance(obj, dict):
-        return [f"a TrainedModel must be a JSON object, got {_kind_of(obj)}"]
+        return [f"a TrainedModel must be a JSON object, got {type_name(obj)}"]
     errors: list[str] = []
     metadata = obj.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
@@ -124,9 +116,8 @@ class TrainedModelValidator:
 
     async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
         """Validate CREATE and UPDATE; an object being deleted is always admitted."""
-        if request.kind.group != KSERVE_GROUP or request.kind.kind != "TrainedModel":
-            got = f"{request.kind.group}/{request.kind.kind}" if request.kind.group else request.kind.kind
-            return errored(400, f"expected a {KSERVE_GROUP}/TrainedModel, got {got}")
+        if (wrong := wrong_kind(request, KSERVE_GROUP, "TrainedModel")) is not None:
+            return wrong
         obj = request.object
         if request.operation not in ("CREATE", "UPDATE") or obj is None:
             return allowed()

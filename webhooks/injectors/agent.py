@@ -66,16 +66,6 @@ DEFAULT_MODEL_DIR = "/mnt/models"
 DEFAULT_LOG_MODE = "all"
 
 
-def _puller_args(pod_annotations: Mapping[str, str]) -> list[str]:
-    return [
-        "--enable-puller",
-        "--config-dir",
-        pod_annotations.get(AGENT_MODEL_CONFIG_MOUNT_PATH_ANNOTATION, DEFAULT_MODEL_CONFIG_DIR),
-        "--model-dir",
-        pod_annotations.get(AGENT_MODEL_DIR_ANNOTATION, DEFAULT_MODEL_DIR),
-    ]
-
-
 def _batcher_args(pod_annotations: Mapping[str, str], config: BatcherConfig) -> list[str]:
     args = ["--enable-batcher"]
     size = pod_annotations.get(BATCHER_MAX_BATCH_SIZE_ANNOTATION, config.max_batch_size)
@@ -138,9 +128,11 @@ async def inject_agent(
             f'"{AGENT_MODEL_CONFIG_VOLUME_NAME_ANNOTATION}"'
         )
     agent = config.agent()
+    model_dir = pod_annotations.get(AGENT_MODEL_DIR_ANNOTATION, DEFAULT_MODEL_DIR)
+    config_dir = pod_annotations.get(AGENT_MODEL_CONFIG_MOUNT_PATH_ANNOTATION, DEFAULT_MODEL_CONFIG_DIR)
     args: list[str] = []
     if puller:
-        args += _puller_args(pod_annotations)
+        args += ["--enable-puller", "--config-dir", config_dir, "--model-dir", model_dir]
     if BATCHER_ANNOTATION in pod_annotations:
         args += _batcher_args(pod_annotations, config.batcher())
     if LOGGER_ANNOTATION in pod_annotations:
@@ -159,7 +151,7 @@ async def inject_agent(
             if probe is None
             else [{"name": READINESS_PROBE_ENV, "value": json.dumps(probe, separators=(",", ":"))}]
         )
-    security_context, _ = injected_security_context(pod, first)
+    security_context = injected_security_context(pod, first)
     container: Container = {
         "name": AGENT_CONTAINER_NAME,
         "image": agent.image,
@@ -183,8 +175,6 @@ async def inject_agent(
     }
     if puller:
         assert config_volume is not None
-        model_dir = pod_annotations.get(AGENT_MODEL_DIR_ANNOTATION, DEFAULT_MODEL_DIR)
-        config_dir = pod_annotations.get(AGENT_MODEL_CONFIG_MOUNT_PATH_ANNOTATION, DEFAULT_MODEL_CONFIG_DIR)
         ensure_volume(pod, {"name": MODEL_DIR_VOLUME_NAME, "emptyDir": {}})
         ensure_volume(pod, {"name": MODEL_CONFIG_VOLUME_NAME, "configMap": {"name": config_volume}})
         ensure_mount(container, {"name": MODEL_DIR_VOLUME_NAME, "mountPath": model_dir})

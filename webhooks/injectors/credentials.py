@@ -34,7 +34,15 @@ from apis.config import CredentialsConfig, S3Config
 from apis.constants import STORAGE_SPEC_KEY_ANNOTATION, STORAGE_SPEC_PARAM_ANNOTATION
 from manager.client import SECRETS, SERVICEACCOUNTS, Client
 from manager.errors import NotFound
-from webhooks.injectors.pod import Container, MutationError, Pod, ensure_mount, ensure_volume, merge_env
+from webhooks.injectors.pod import (
+    Container,
+    MutationError,
+    Pod,
+    ensure_mount,
+    ensure_volume,
+    get_annotations,
+    merge_env,
+)
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +184,7 @@ class CredentialInjector:
         account_annotations = _metadata_annotations(account)
         if IRSA_ROLE_ARN_ANNOTATION in account_annotations:
             merge_env(container, s3_setting_envs(account_annotations, self.config.s3))
-        pod_annotations = (pod.get("metadata") or {}).get("annotations") or {}
-        named = pod_annotations.get(self.config.storage_secret_name_annotation)
+        named = get_annotations(pod).get(self.config.storage_secret_name_annotation)
         if named is not None:
             secret = await self._get("Secret", namespace, named)
             if secret is None:
@@ -223,7 +230,7 @@ class CredentialInjector:
 
     async def inject_storage_spec_credentials(self, pod: Pod, namespace: str, container: Container) -> None:
         """KServe's `CreateStorageSpecSecretEnvs`: `STORAGE_CONFIG` and overrides from the storage spec."""
-        pod_annotations: Mapping[str, str] = (pod.get("metadata") or {}).get("annotations") or {}
+        pod_annotations = get_annotations(pod)
         params = self._override_params(pod_annotations)
         secret_name = pod_annotations.get(self.config.storage_secret_name_annotation) or (
             self.config.storage_spec_secret_name

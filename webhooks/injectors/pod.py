@@ -92,8 +92,8 @@ def _check_container(container: dict[str, Any], path: str) -> None:
     _check_optional_dict(container.get("readinessProbe"), f"{path}.readinessProbe")
 
 
-def _check_metadata(pod: object) -> dict[str, Any]:
-    """Check the pod's metadata, labels and annotations; returns the metadata (possibly a fresh dict)."""
+def _check_metadata(pod: object) -> None:
+    """Check that the pod is an object, and its metadata, labels and annotations."""
     if not isinstance(pod, dict):
         raise _bad("the object", "a Pod (a JSON object)", pod)
     metadata = pod.get("metadata")
@@ -104,7 +104,6 @@ def _check_metadata(pod: object) -> dict[str, Any]:
     name = metadata.get("name")
     if name is not None and not isinstance(name, str):
         raise _bad("metadata.name", "a string", name)
-    return metadata
 
 
 def check_pod(pod: object) -> Pod:

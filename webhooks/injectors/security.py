@@ -27,14 +27,14 @@ RESTRICTED_SECURITY_CONTEXT: dict[str, Any] = {
 }
 
 
-def injected_security_context(pod: Pod, source: Container | None) -> tuple[dict[str, Any], bool]:
-    """The securityContext for an injected container, and whether it was copied from the user's container."""
+def injected_security_context(pod: Pod, source: Container | None) -> dict[str, Any]:
+    """The securityContext for an injected container: a copy of `source`'s, else the restricted profile."""
     if source is not None and source.get("securityContext"):
-        return copy.deepcopy(source["securityContext"]), True
+        return copy.deepcopy(source["securityContext"])
     context = copy.deepcopy(RESTRICTED_SECURITY_CONTEXT)
     pod_context = pod["spec"].get("securityContext") or {}
     if pod_context.get("runAsNonRoot") is False or pod_context.get("runAsUser") == 0:
         del context["runAsNonRoot"]
     if pod_context.get("seccompProfile"):
         del context["seccompProfile"]
-    return context, False
+    return context

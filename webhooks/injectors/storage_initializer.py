@@ -121,7 +121,7 @@ async def inject_storage_initializer(
 
     ensure_volume(pod, {"name": PROVISION_VOLUME_NAME, "emptyDir": {}})
     init_mounts.append({"name": PROVISION_VOLUME_NAME, "mountPath": MODEL_MOUNT_PATH})
-    security_context, _ = injected_security_context(pod, model)
+    security_context = injected_security_context(pod, model)
     init_container: Container = {
         "name": STORAGE_INITIALIZER_CONTAINER_NAME,
         "image": config.image,
