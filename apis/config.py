@@ -29,10 +29,15 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from apis.constants import DEPLOYMENT_MODES
+from apis.constants import (
+    DEPLOYMENT_MODES,
+    INFERENCE_SERVICE_CONFIGMAP,
+    SERVERLESS,
+    STORAGE_SECRET_NAME_ANNOTATION,
+)
 from apis.quantity import Quantity
 
-CONFIGMAP_NAME = "inferenceservice-config"
+CONFIGMAP_NAME = INFERENCE_SERVICE_CONFIGMAP
 """The ConfigMap's name; it lives in the controller's namespace (`kserve` in the shipped manifests)."""
 
 DEPLOY = "deploy"
@@ -78,7 +83,7 @@ def _empty_means_default(cls: type[BaseModel], value: object, field: str) -> obj
 class DeployConfig(KeyConfig):
     """Key `deploy`: the deployment mode used when an InferenceService has no deploymentMode annotation."""
 
-    default_deployment_mode: str = Field("Serverless", alias="defaultDeploymentMode")
+    default_deployment_mode: str = Field(SERVERLESS, alias="defaultDeploymentMode")
 
     @field_validator("default_deployment_mode")
     @classmethod
@@ -209,7 +214,7 @@ class CredentialsConfig(KeyConfig):
 
     storage_spec_secret_name: str = Field("storage-config", alias="storageSpecSecretName")
     storage_secret_name_annotation: str = Field(
-        "serving.kserve.io/storageSecretName", alias="storageSecretNameAnnotation"
+        STORAGE_SECRET_NAME_ANNOTATION, alias="storageSecretNameAnnotation"
     )
     gcs: GCSConfig = Field(default_factory=lambda: GCSConfig.model_validate({}))
     s3: S3Config = Field(default_factory=lambda: S3Config.model_validate({}))

@@ -13,7 +13,6 @@ from apis.conditions import ConditionSet
 
 # --- API groups -----------------------------------------------------------------------------------
 KSERVE_GROUP: Final = "serving.kserve.io"
-INTERNAL_KSERVE_PREFIX: Final = "internal.serving.kserve.io"
 
 # --- Components -----------------------------------------------------------------------------------
 PREDICTOR: Final = "predictor"
@@ -48,10 +47,7 @@ TRAINED_MODEL_ISVC_LABEL: Final = "inferenceservice"
 """On a TrainedModel: its parent InferenceService (set by the TrainedModel controller)."""
 TRAINED_MODEL_ALLOCATED_LABEL: Final = "serving.kserve.io/trainedmodel-allocated"
 KNATIVE_VISIBILITY_LABEL: Final = "networking.knative.dev/visibility"
-KSERVE_VISIBILITY_LABEL: Final = "networking.kserve.io/visibility"
 CLUSTER_LOCAL_VISIBILITY: Final = "cluster-local"
-RAW_DEPLOYMENT_APP_LABEL: Final = "app"
-"""Raw mode pods carry `app=isvc.<name>`."""
 
 # --- Annotations: InferenceService ----------------------------------------------------------------
 DEPLOYMENT_MODE_ANNOTATION: Final = "serving.kserve.io/deploymentMode"
@@ -123,7 +119,6 @@ AUTOSCALER_CLASS_HPA: Final = "hpa"
 AUTOSCALER_CLASSES: Final = (AUTOSCALER_CLASS_HPA,)
 HPA_METRICS: Final = ("cpu", "memory")
 KPA_METRICS: Final = ("concurrency", "rps")
-SCALE_METRICS: Final = ("cpu", "memory", "concurrency", "rps")
 LOGGER_MODES: Final = ("all", "request", "response")
 
 # --- Finalizers -----------------------------------------------------------------------------------
@@ -131,7 +126,6 @@ INFERENCE_SERVICE_FINALIZER: Final = "inferenceservice.finalizers"
 TRAINED_MODEL_FINALIZER: Final = "trainedmodel.finalizer"
 
 # --- ConfigMaps -----------------------------------------------------------------------------------
-DEFAULT_KSERVE_NAMESPACE: Final = "kserve"
 INFERENCE_SERVICE_CONFIGMAP: Final = "inferenceservice-config"
 MODEL_CONFIG_FILE_NAME: Final = "models.json"
 
@@ -141,8 +135,7 @@ def model_configmap_name(isvc_name: str, shard: int = 0) -> str:
     return f"modelconfig-{isvc_name}-{shard}"
 
 
-# --- Names and hosts ------------------------------------------------------------------------------
-CLUSTER_LOCAL_DOMAIN: Final = "svc.cluster.local"
+# --- Names ----------------------------------------------------------------------------------------
 
 
 def component_name(isvc_name: str, component: str) -> str:
@@ -235,6 +228,5 @@ FAILURE_INVALID_PREDICTOR_SPEC: Final = "InvalidPredictorSpec"
 STATE_REASON_ERROR: Final = "Error"
 STATE_REASON_CRASH_LOOP_BACK_OFF: Final = "CrashLoopBackOff"
 
-# --- Default timeouts -----------------------------------------------------------------------------
-KNATIVE_DEFAULT_TIMEOUT_SECONDS: Final = 300
+# --- Default arguments ----------------------------------------------------------------------------
 TRANSFORMER_DEFAULT_ARGS_HTTP_PORT: Final = "8080"

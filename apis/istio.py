@@ -11,9 +11,3 @@ from typing import Final
 ISTIO_NETWORKING_GROUP: Final = "networking.istio.io"
 ISTIO_NETWORKING_VERSION: Final = "v1alpha3"
 VIRTUAL_SERVICE_KIND: Final = "VirtualService"
-
-MESH_GATEWAY: Final = "mesh"
-"""The reserved gateway name for sidecar-to-sidecar traffic (HEAD adds it; v0.11 does not)."""
-
-SIDECAR_INJECT_ANNOTATION: Final = "sidecar.istio.io/inject"
-SIDECAR_STATUS_ANNOTATION: Final = "sidecar.istio.io/status"

@@ -29,16 +29,6 @@ CONFIGURATION_LABEL: Final = "serving.knative.dev/configuration"
 REVISION_LABEL: Final = "serving.knative.dev/revision"
 SERVICE_UID_LABEL: Final = "serving.knative.dev/serviceUID"
 CONFIGURATION_GENERATION_LABEL: Final = "serving.knative.dev/configurationGeneration"
-ROUTE_LABEL: Final = "serving.knative.dev/route"
-
-# Annotations Knative's webhook stamps on objects it admits.
-CREATOR_ANNOTATION: Final = "serving.knative.dev/creator"
-LAST_MODIFIER_ANNOTATION: Final = "serving.knative.dev/lastModifier"
-
-# Environment variables of the queue-proxy sidecar that name the serving objects.
-QUEUE_ENV_SERVICE: Final = "SERVING_SERVICE"
-QUEUE_ENV_CONFIGURATION: Final = "SERVING_CONFIGURATION"
-QUEUE_ENV_REVISION: Final = "SERVING_REVISION"
 
 TAG_PREV: Final = "prev"
 TAG_LATEST: Final = "latest"

@@ -32,7 +32,7 @@ from apis import constants as c
 from apis.base import InvalidObjectError
 from apis.config import ConfigError, InferenceServicesConfig
 from apis.inferenceservice import InferenceService, InferenceServiceStatus
-from apis.knative import KnativeServiceStatus
+from apis.knative import REVISION_LABEL, KnativeServiceStatus
 from apis.resources import INFERENCE_SERVICES, TRAINED_MODELS
 from manager.cache import Cache
 from manager.client import CONFIGMAPS, Client, Object
@@ -47,7 +47,6 @@ from reconcilers.modelconfig import ensure_model_config
 log = logging.getLogger(__name__)
 
 STATUS_UPDATE_ATTEMPTS = 5
-REVISION_LABEL = "serving.knative.dev/revision"
 
 # Reasons of our own where KServe has none (KServe retries these forever without saying why).
 REASON_INVALID_CONFIG = "InvalidConfiguration"
@@ -190,12 +189,16 @@ class InferenceServiceReconciler:
 
     # -- finalizer ----------------------------------------------------------------------------------
 
-    async def _add_finalizer(self, isvc: InferenceService) -> None:
-        finalizers = [*isvc.finalizers, c.INFERENCE_SERVICE_FINALIZER]
+    async def _patch_finalizers(self, isvc: InferenceService, finalizers: list[str]) -> Object:
+        """Set the finalizers, guarded by the resourceVersion this pass read."""
         patch = {
             "metadata": {"finalizers": finalizers, "resourceVersion": isvc.metadata.get("resourceVersion")}
         }
-        written = await self.client.patch(INFERENCE_SERVICES, isvc.name, patch, isvc.namespace)
+        return await self.client.patch(INFERENCE_SERVICES, isvc.name, patch, isvc.namespace)
+
+    async def _add_finalizer(self, isvc: InferenceService) -> None:
+        finalizers = [*isvc.finalizers, c.INFERENCE_SERVICE_FINALIZER]
+        written = await self._patch_finalizers(isvc, finalizers)
         # The status write later in this pass must carry the new resourceVersion, or it always conflicts.
         isvc.metadata["resourceVersion"] = written["metadata"]["resourceVersion"]
         isvc.metadata["finalizers"] = finalizers
@@ -205,11 +208,8 @@ class InferenceServiceReconciler:
             return
         await self._delete_trained_models(isvc)
         finalizers = [f for f in isvc.finalizers if f != c.INFERENCE_SERVICE_FINALIZER]
-        patch = {
-            "metadata": {"finalizers": finalizers, "resourceVersion": isvc.metadata.get("resourceVersion")}
-        }
         try:
-            await self.client.patch(INFERENCE_SERVICES, isvc.name, patch, isvc.namespace)
+            await self._patch_finalizers(isvc, finalizers)
         except NotFound:
             return
 

@@ -50,6 +50,7 @@ from manager.cache import Cache
 from manager.client import Client, Object
 from manager.errors import ApiError, Conflict, NotFound
 from reconcilers.apply import apply_if_changed
+from reconcilers.modelconfig import MULTI_MODEL_SERVER_ENV
 from reconcilers.runtime import (
     REASON_INVALID_SPEC,
     REASON_INVALID_STORAGE_URI,
@@ -73,7 +74,6 @@ REASON_NOT_OWNED: Final = "KnativeServiceNotOwned"
 
 STORAGE_URI_ENV: Final = "STORAGE_URI"
 """A custom container's model location (KServe `CustomSpecStorageUriEnvVarKey`)."""
-MULTI_MODEL_SERVER_ENV: Final = "MULTI_MODEL_SERVER"
 STORAGE_PATH_SCHEME_PLACEHOLDER: Final = "<scheme-placeholder>"
 MODEL_CONFIG_MOUNT_PATH: Final = "/mnt/configs"
 MODEL_DIR: Final = "/mnt/models"

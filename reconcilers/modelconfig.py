@@ -25,8 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from apis import constants as c
-from apis.inferenceservice import API_VERSION as ISVC_API_VERSION
-from apis.inferenceservice import KIND as ISVC_KIND
 from apis.inferenceservice import InferenceService, PredictorSpec
 from apis.trainedmodel import TrainedModel
 from manager.cache import Cache
@@ -134,16 +132,7 @@ def empty_model_config(isvc: InferenceService, shard: int = DEFAULT_SHARD) -> Ob
     metadata: dict[str, Any] = {
         "name": c.model_configmap_name(isvc.name, shard),
         "namespace": isvc.namespace,
-        "ownerReferences": [
-            {
-                "apiVersion": ISVC_API_VERSION,
-                "kind": ISVC_KIND,
-                "name": isvc.name,
-                "uid": str(isvc.metadata.get("uid", "")),
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
+        "ownerReferences": [isvc.owner_reference()],
     }
     if isvc.labels:
         metadata["labels"] = isvc.labels
