@@ -31,7 +31,7 @@ from typing import Any
 from apis import constants as c
 from apis.base import InvalidObjectError
 from apis.config import ConfigError, InferenceServicesConfig
-from apis.inferenceservice import InferenceService, InferenceServiceStatus
+from apis.inferenceservice import FailureInfo, InferenceService, InferenceServiceStatus
 from apis.knative import REVISION_LABEL, KnativeServiceStatus
 from apis.resources import INFERENCE_SERVICES, TRAINED_MODELS
 from manager.cache import Cache
@@ -163,6 +163,10 @@ class InferenceServiceReconciler:
             try:
                 ksvc_status = await self.knative.reconcile(isvc, component, explainers_config=explainers)
             except ComponentSpecError as exc:
+                if exc.model_failure_message is not None:
+                    # KServe's modelStatus for a runtime that cannot serve the model.
+                    failure = FailureInfo(reason=exc.reason, message=exc.model_failure_message)
+                    status.update_model_transition_status(c.TRANSITION_INVALID_SPEC, failure)
                 raise SpecProblem(c.READY_CONDITIONS[component], exc.reason, exc.message) from exc
             parsed = KnativeServiceStatus.from_object(ksvc_status) if ksvc_status else None
             status.propagate_status(component, parsed)

@@ -334,6 +334,12 @@ async def test_bad_specs_say_why_without_retrying(
         assert cond["reason"] == reason
     assert fragment in cond["message"]
     assert condition(bad, "Ready")["message"] == cond["message"]
+    if reason == "RuntimeNotRecognized":
+        model_status = bad["status"]["modelStatus"]
+        assert model_status["transitionStatus"] == "InvalidSpec"
+        assert model_status["states"]["targetModelState"] == "FailedToLoad"
+        assert model_status["lastFailureInfo"]["reason"] == "RuntimeNotRecognized"
+        assert model_status["lastFailureInfo"]["message"]
     event = await h.wait_event(cond["reason"], name)
     assert event["type"] == "Warning"
     # The others keep working, and the broken one is not retried in a loop.
