@@ -44,6 +44,8 @@ die() {
 }
 
 k() { kubectl --kubeconfig "${KUBECONFIG_OUT}" "$@"; }
+# A release manifest by URL: fetched with a time bound (kubectl's own URL fetch has none), then applied.
+apply_url() { curl --fail --silent --show-error --location --retry 3 --max-time 120 "$1" | k apply -f -; }
 
 collect_logs() {
   local out="${ARTIFACTS_DIR}/setup-failure"
@@ -121,7 +123,7 @@ create_cluster() {
 
 install_cert_manager() {
   log "installing cert-manager ${CERT_MANAGER_VERSION}"
-  k apply -f "${CERT_MANAGER_URL}/cert-manager.yaml"
+  apply_url "${CERT_MANAGER_URL}/cert-manager.yaml"
   k -n cert-manager rollout status deployment/cert-manager --timeout="${WAIT}"
   k -n cert-manager rollout status deployment/cert-manager-cainjector --timeout="${WAIT}"
   k -n cert-manager rollout status deployment/cert-manager-webhook --timeout="${WAIT}"
@@ -148,10 +150,10 @@ YAML
 
 install_knative() {
   log "installing Knative Serving ${KNATIVE_SERVING_VERSION} and net-istio ${NET_ISTIO_VERSION}"
-  k apply -f "${KNATIVE_URL}/serving-crds.yaml"
+  apply_url "${KNATIVE_URL}/serving-crds.yaml"
   k wait --for=condition=Established crd/services.serving.knative.dev --timeout="${WAIT}"
-  k apply -f "${KNATIVE_URL}/serving-core.yaml"
-  k apply -f "${NET_ISTIO_URL}/net-istio.yaml"
+  apply_url "${KNATIVE_URL}/serving-core.yaml"
+  apply_url "${NET_ISTIO_URL}/net-istio.yaml"
   # Knative's default domain is example.com in KServe's CI too; URLs in the suite assume it.
   k -n knative-serving patch configmap/config-domain --type merge \
     -p "{\"data\":{\"${KNATIVE_DOMAIN}\":\"\"}}"

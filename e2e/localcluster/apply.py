@@ -97,6 +97,16 @@ def _expand(doc: Any, source: str) -> Iterator[Manifest]:
     yield Manifest(source=source, body=doc)
 
 
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """A response body as a dict: JSON objects as-is, anything else (``/readyz`` says ``ok``) as
+    ``{"message": text}``."""
+    try:
+        decoded = json.loads(raw or b"{}")
+    except ValueError:
+        return {"message": raw.decode(errors="replace").strip()}
+    return decoded if isinstance(decoded, dict) else {"message": str(decoded)}
+
+
 class _Client:
     """Just enough of a Kubernetes REST client: one kubeconfig, JSON in and out, bounded timeouts."""
 
@@ -172,11 +182,7 @@ class _Client:
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             exc.close()
-            try:
-                payload = json.loads(raw)
-            except ValueError:
-                payload = {"message": raw.decode(errors="replace").strip()}
-            return exc.code, payload if isinstance(payload, dict) else {"message": str(payload)}
+            return exc.code, decode_body(raw)
         except (OSError, ValueError) as exc:
             raise ApplyError(f"{method} {self.server}{path} failed: {exc}") from exc
 

@@ -53,11 +53,16 @@ def _executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
+def _from_assets(name: str) -> Path | None:
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    return Path(assets) / name if assets and _executable(Path(assets) / name) else None
+
+
 def find_binary(name: str) -> Path | None:
     """Resolve one binary without provisioning: $KUBEBUILDER_ASSETS, then PATH, then the user cache."""
-    assets = os.environ.get("KUBEBUILDER_ASSETS")
-    if assets and _executable(Path(assets) / name):
-        return Path(assets) / name
+    from_assets = _from_assets(name)
+    if from_assets:
+        return from_assets
     on_path = shutil.which(name)
     if on_path:
         return Path(on_path)
@@ -69,9 +74,9 @@ def kubectl() -> Path:
     """kubectl v1.20.2 (matching the local control plane): $KUBEBUILDER_ASSETS, else the user cache
     (provisioned when missing). The PATH is not consulted: kubectl's built-in kustomize differs by version,
     and the manifests are tested with this one."""
-    assets = os.environ.get("KUBEBUILDER_ASSETS")
-    if assets and _executable(Path(assets) / "kubectl"):
-        return Path(assets) / "kubectl"
+    from_assets = _from_assets("kubectl")
+    if from_assets:
+        return from_assets
     cached = cache_dir() / "kubectl"
     if not _executable(cached):
         _run_provisioning()

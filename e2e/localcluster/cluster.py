@@ -36,6 +36,7 @@ from typing import Any, Self
 
 import yaml
 
+from e2e.localcluster.apply import decode_body
 from e2e.localcluster.binaries import Binaries, BinariesError, resolve_binaries
 from e2e.localcluster.pki import Pki, generate_pki
 
@@ -76,15 +77,6 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     except OSError:
         return []
     return [line for line in text.splitlines() if line.strip()][-lines:]
-
-
-def _decode(raw: bytes) -> dict[str, Any]:
-    """JSON bodies as-is; plain-text ones (``/readyz`` says ``ok``) as ``{"message": text}``."""
-    try:
-        decoded = json.loads(raw or b"{}")
-    except ValueError:
-        return {"message": raw.decode(errors="replace").strip()}
-    return decoded if isinstance(decoded, dict) else {"message": str(decoded)}
 
 
 def _failure(summary: str, log: Path) -> LocalClusterError:
@@ -162,8 +154,35 @@ class LocalCluster:
         if user not in self._user_tokens:
             raise LocalClusterError(f"unknown user {user!r}; known: {', '.join(self._user_tokens)}")
         path = self.workdir / f"{user}.kubeconfig"
-        self._write_kubeconfig(path, user, self._user_tokens[user])
+        self.write_kubeconfig(path, user, self._user_tokens[user])
         return path
+
+    def write_kubeconfig(self, path: Path, user: str, token: str) -> None:
+        """Write a kubeconfig for this cluster that authenticates with ``token`` (mode 0600)."""
+        context = f"{user}@localcluster"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "localcluster",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": base64.b64encode(self.ca_path.read_bytes()).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": context,
+                    "context": {"cluster": "localcluster", "user": user, "namespace": "default"},
+                }
+            ],
+            "current-context": context,
+        }
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        path.chmod(0o600)
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_path))
@@ -185,11 +204,11 @@ class LocalCluster:
         req = urllib.request.Request(f"{self.server}{path}", data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context()) as resp:
-                return resp.status, _decode(resp.read())
+                return resp.status, decode_body(resp.read())
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             exc.close()
-            return exc.code, _decode(raw)
+            return exc.code, decode_body(raw)
 
     # ----- lifecycle -----------------------------------------------------------------------------------
 
@@ -219,7 +238,7 @@ class LocalCluster:
         self._write_token_file()
         self._etcd_port = free_port()
         self._apiserver_port = free_port()
-        self._write_kubeconfig(self.kubeconfig_path, ADMIN_USER, self.admin_token)
+        self.write_kubeconfig(self.kubeconfig_path, ADMIN_USER, self.admin_token)
 
         self._argv[ETCD] = self._etcd_argv()
         self._spawn(ETCD)
@@ -418,32 +437,6 @@ class LocalCluster:
         lines += [f"{token},{user},{user}" for user, token in self._user_tokens.items()]
         path = self.workdir / "tokens.csv"
         path.write_text("\n".join(lines) + "\n")
-        path.chmod(0o600)
-
-    def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
-        context = f"{user}@localcluster"
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "localcluster",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority-data": base64.b64encode(self.ca_path.read_bytes()).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [
-                {
-                    "name": context,
-                    "context": {"cluster": "localcluster", "user": user, "namespace": "default"},
-                }
-            ],
-            "current-context": context,
-        }
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
         path.chmod(0o600)
 
     def _prepared(self) -> tuple[Binaries, Pki]:

@@ -30,15 +30,8 @@ APPLY_ORDER = ("crd", "configmap", "runtimes", "local")
 
 
 def config_paths(root: Path) -> list[Path]:
-    """The manifest files to apply, in order; kustomize files are not manifests and are skipped."""
-    paths: list[Path] = []
-    for sub in APPLY_ORDER:
-        directory = root / "config" / sub
-        if directory.is_dir():
-            paths.extend(
-                p for p in sorted(directory.rglob("*.yaml")) if p.name not in ("kustomization.yaml",)
-            )
-    return paths
+    """The directories to apply, in order (`apply_manifests` reads them and skips kustomization files)."""
+    return [root / "config" / sub for sub in APPLY_ORDER if (root / "config" / sub).is_dir()]
 
 
 def _namespace_manifest(directory: Path, namespace: str) -> Path:

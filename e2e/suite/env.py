@@ -29,11 +29,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from e2e.localcluster.apply import apply_manifests
 from e2e.localcluster.binaries import kubectl as local_kubectl
-from e2e.localcluster.cluster import LocalCluster
+from e2e.localcluster.cluster import LocalCluster, free_port
 from e2e.suite.manifests import (
     MANAGER_NAMESPACE,
     in_namespace,
@@ -42,7 +40,7 @@ from e2e.suite.manifests import (
     url_webhook_configurations,
     write_manifests,
 )
-from e2e.suite.processes import ChildProcess, ManagerProcess, free_port, http_get
+from e2e.suite.processes import ChildProcess, ManagerProcess, http_get
 from e2e.suite.tcpproxy import TcpForwarder
 from manager.client import LEASES, Client, Object
 from manager.errors import NotFound
@@ -239,26 +237,7 @@ class LocalEnv(Env):
 
     def _write_sa_kubeconfig(self) -> None:
         token = until(self._sa_token, 60, f"the token Secret of ServiceAccount {self.namespace}/{MANAGER_SA}")
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "local",
-                    "cluster": {
-                        "server": self.cluster.server,
-                        "certificate-authority-data": base64.b64encode(
-                            self.cluster.ca_path.read_bytes()
-                        ).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": MANAGER_SA, "user": {"token": token}}],
-            "contexts": [{"name": "manager", "context": {"cluster": "local", "user": MANAGER_SA}}],
-            "current-context": "manager",
-        }
-        self.sa_kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.sa_kubeconfig.chmod(0o600)
+        self.cluster.write_kubeconfig(self.sa_kubeconfig, MANAGER_SA, token)
 
     def start_manager(self) -> ManagerProcess:
         self._replica += 1
@@ -370,13 +349,7 @@ class KindEnv(Env):
     def start(self) -> None:
         if shutil.which(self.kubectl) is None and not Path(self.kubectl).is_file():
             raise EnvError(f"kubectl not found: {self.kubectl}")
-        done = self.run_kubectl(
-            "-n", self.namespace, "rollout", "status", f"deployment/{MANAGER_DEPLOYMENT}", "--timeout=300s"
-        )
-        if done.returncode != 0:
-            raise EnvError(
-                f"the manager Deployment is not rolled out (run e2e/kind/setup.sh): {done.stderr.strip()}"
-            )
+        self._rollout("the manager Deployment is not rolled out (run e2e/kind/setup.sh)")
 
     def manager_kubeconfig(self) -> None:
         return None
@@ -433,7 +406,7 @@ class KindEnv(Env):
             raise EnvError(f"manager pod {pod} /metrics answered HTTP {status}")
         return text
 
-    def _rollout(self) -> None:
+    def _rollout(self, failure: str = "manager rollout did not finish") -> None:
         done = self.run_kubectl(
             "-n",
             self.namespace,
@@ -444,7 +417,7 @@ class KindEnv(Env):
             timeout=330,
         )
         if done.returncode != 0:
-            raise EnvError(f"manager rollout did not finish: {done.stderr.strip()}")
+            raise EnvError(f"{failure}: {done.stderr.strip()}")
 
     async def fail_over(self, admin: Client) -> tuple[str, str]:
         old = await lease_holder(admin)
@@ -465,7 +438,7 @@ class KindEnv(Env):
         if done.returncode != 0:
             raise EnvError(f"rollout restart failed: {done.stderr.strip()}")
         self._rollout()
-        until(lambda: self._leader_pod_or_none(), 120, "a manager pod leads after the restart", interval=1)
+        until(self._leader_pod_or_none, 120, "a manager pod leads after the restart", interval=1)
 
     def _leader_pod_or_none(self) -> str | None:
         try:

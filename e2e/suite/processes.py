@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from e2e.localcluster.cluster import free_port
+
 HTTP_TIMEOUT_S = 5.0
 TAIL_LINES = 40
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = HTTP_TIMEOUT_S) -> tuple[int, str]:

@@ -133,6 +133,14 @@ def test_self_signed_overlay_needs_no_cert_manager() -> None:
     assert {v["name"]: v for v in pod["volumes"]}["cert"] == {"name": "cert", "emptyDir": {}}
 
 
+def test_self_signed_overlay_keeps_every_flag_of_the_base_deployment() -> None:
+    base = only(render("manager"), "Deployment", "kserve-controller-manager")
+    overlay = only(render("overlays/self-signed"), "Deployment", "kserve-controller-manager")
+    base_args = base["spec"]["template"]["spec"]["containers"][0]["args"]
+    overlay_args = overlay["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert overlay_args == [*base_args, "--webhook-self-signed"]
+
+
 def test_prometheus_adapter_manifests_are_accepted(prepared: Path) -> None:
     """The adapter rules as they are; the HPA as autoscaling/v2beta2, because the local API server (1.20)
     predates autoscaling/v2 (1.23), whose fields used here are identical."""
