@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from e2e.localcluster.binaries import kubectl
-from tests.support.process import REPO, free_port
+from e2e.localcluster.cluster import free_port
+from tests.support.process import REPO
 
 pytestmark = pytest.mark.cluster
 

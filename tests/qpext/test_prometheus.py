@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from e2e.localcluster.cluster import free_port
 from tests.qpext.conftest import serverless_config, start_qpext
 
 pytestmark = pytest.mark.prometheus
@@ -41,12 +41,6 @@ def binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} not found on PATH: run hack/provision-prometheus.sh")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
