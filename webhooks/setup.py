@@ -4,16 +4,21 @@ The paths are KServe's (they are what the shipped Mutating/ValidatingWebhookConf
 read `inferenceservice-config` from the shared informer cache, never from the API server per request, so an
 admission costs no extra round trip for configuration. The server starts before the caches (controller-
 runtime's order) but `/readyz` stays red until they have synced, so no traffic reaches it before then.
+
+In self-signed mode the certificate is shared by all replicas through the Secret named by `SECRET_NAME` (the
+variable KServe's Deployment already sets to the cert-manager Secret's name); without it, it stays in this
+process (`make run`, tests), which is right for one replica only.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 from apis import constants as c
 from manager.client import CONFIGMAPS
 from manager.manager import Manager
-from webhooks.certs import setup_self_signed
+from webhooks.certs import SECRET_NAME_ENV, setup_self_signed
 from webhooks.inferenceservice import (
     InferenceServiceDefaulter,
     InferenceServiceValidator,
@@ -29,7 +34,7 @@ ISVC_VALIDATOR_PATH = "/validate-serving-kserve-io-v1beta1-inferenceservice"
 TM_VALIDATOR_PATH = "/validate-serving-kserve-io-v1alpha1-trainedmodel"
 
 
-def setup_webhooks(manager: Manager) -> WebhookServer:
+def setup_webhooks(manager: Manager, environ: Mapping[str, str] | None = None) -> WebhookServer:
     """Create the webhook server with every KServe webhook, and its certificate management when asked."""
     options = manager.options
     namespace = options.namespace
@@ -45,6 +50,7 @@ def setup_webhooks(manager: Manager) -> WebhookServer:
             manager,
             namespace=namespace,
             cert_dir=options.webhook_cert_dir,
+            secret_name=(os.environ if environ is None else environ).get(SECRET_NAME_ENV, ""),
             service_name=options.webhook_service_name,
             ip_addresses=options.webhook_cert_ips,
         )

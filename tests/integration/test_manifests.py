@@ -39,6 +39,8 @@ KUBECTL_TIMEOUT_S = 120.0
 MANAGER_SA = "system:serviceaccount:kserve:kserve-controller-manager"
 
 OVERLAYS = ["default", "overlays/self-signed"]
+SELF_SIGNED_ROLE = CONFIG / "overlays" / "self-signed" / "certificate_secret_role.yaml"
+WEBHOOK_SECRET = "secrets/kserve-webhook-server-cert"
 BASES = ["crd", "configmap", "rbac", "manager", "webhook", "certmanager", "runtimes", "local"]
 SAMPLES = sorted((CONFIG / "samples").glob("*.yaml"))
 
@@ -128,9 +130,44 @@ def test_self_signed_overlay_needs_no_cert_manager() -> None:
         assert "cert-manager.io/inject-ca-from" not in (configuration["metadata"].get("annotations") or {})
     deployment = only(objects, "Deployment", "kserve-controller-manager")
     pod = deployment["spec"]["template"]["spec"]
-    assert deployment["spec"]["replicas"] == 1
     assert "--webhook-self-signed" in pod["containers"][0]["args"]
     assert {v["name"]: v for v in pod["volumes"]}["cert"] == {"name": "cert", "emptyDir": {}}
+
+
+def test_self_signed_overlay_lets_replicas_share_the_certificate_secret_and_write_nothing_else() -> None:
+    """The replicas share their certificate through the Secret named by SECRET_NAME (webhooks/certs.py), so
+    the overlay does not pin the replica count, and it may write exactly that Secret."""
+    objects = render("overlays/self-signed")
+    deployment = only(objects, "Deployment", "kserve-controller-manager")
+    base = only(render("manager"), "Deployment", "kserve-controller-manager")
+    assert deployment["spec"]["replicas"] == base["spec"]["replicas"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    secret_name = {e["name"]: e.get("value") for e in container["env"]}["SECRET_NAME"]
+    role = only(objects, "Role", "kserve-webhook-cert-role")
+    assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [secret_name],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]
+    binding = only(objects, "RoleBinding", "kserve-webhook-cert-rolebinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kserve-controller-manager", "namespace": "kserve"}
+    ]
+    secret_writers = [
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+        for rule in o["rules"]
+        if "secrets" in rule["resources"] and set(rule["verbs"]) - {"get"}
+    ]
+    assert secret_writers == ["kserve-webhook-cert-role", "kserve-webhook-cert-role"]
+    assert "kserve-webhook-cert-role" not in {o["metadata"]["name"] for o in render("default")}
 
 
 def test_self_signed_overlay_keeps_every_flag_of_the_base_deployment() -> None:
@@ -344,8 +381,10 @@ def test_roles_have_no_wildcards_and_read_secrets_only_by_name() -> None:
 
 @pytest.fixture(scope="module")
 def rbac_installed(prepared: Path) -> Path:
-    """config/rbac applied for real, so that the API server's authorizer can be asked."""
+    """config/rbac and the self-signed overlay's certificate Secret Role applied for real, so that the API
+    server's authorizer can be asked."""
     run_kubectl("apply", "-k", str(CONFIG / "rbac"), kubeconfig=prepared)
+    run_kubectl("apply", "-f", str(SELF_SIGNED_ROLE), kubeconfig=prepared)
     return prepared
 
 
@@ -392,6 +431,10 @@ GRANTED = [
     ("update", "leases.coordination.k8s.io", "kserve"),
     ("patch", "validatingwebhookconfigurations/trainedmodel.serving.kserve.io", ""),
     ("patch", "mutatingwebhookconfigurations/inferenceservice.serving.kserve.io", ""),
+    # self-signed overlay: the shared webhook certificate Secret
+    ("get", WEBHOOK_SECRET, "kserve"),
+    ("update", WEBHOOK_SECRET, "kserve"),
+    ("create", "secrets", "kserve"),
 ]
 DENIED = [
     ("list", "secrets", "user"),
@@ -399,6 +442,12 @@ DENIED = [
     ("list", "secrets", ""),
     ("create", "secrets", "user"),
     ("update", "secrets", "user"),
+    ("update", "secrets/another-secret", "kserve"),
+    ("update", WEBHOOK_SECRET, "user"),
+    ("patch", WEBHOOK_SECRET, "kserve"),
+    ("delete", WEBHOOK_SECRET, "kserve"),
+    ("list", "secrets", "kserve"),
+    ("watch", "secrets", "kserve"),
     ("list", "serviceaccounts", "user"),
     ("create", "inferenceservices.serving.kserve.io", "user"),
     ("delete", "inferenceservices.serving.kserve.io", "user"),
@@ -429,6 +478,8 @@ def _ask(kubeconfig: Path, user_namespace: str, verb: str, resource: str, where:
     resource, _, subresource = resource.partition("/")
     if resource.endswith("webhookconfigurations"):
         return can_i(kubeconfig, verb, f"{resource}/{subresource}" if subresource else resource, None)
+    if resource == "secrets" and subresource:  # a Secret by name
+        return can_i(kubeconfig, verb, f"{resource}/{subresource}", namespace)
     return can_i(kubeconfig, verb, resource, namespace, subresource)
 
 

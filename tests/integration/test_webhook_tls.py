@@ -305,8 +305,11 @@ async def test_certificate_manager_sets_the_ca_bundle_and_rotates_to_a_new_ca(
                 mutating_configs=[name],
                 validating_configs=[],
             )
-            assert restarted.ensure() is False
-            await restarted.rotate()
+            await restarted.start()
+            await restarted.stop()
+            assert restarted.certificate == certificates.certificate
+            assert (cert_dir / CA_FILE).read_bytes() == first_ca
+            assert await restarted.rotate() is True
             second_ca = (cert_dir / CA_FILE).read_bytes()
             assert second_ca != first_ca
             stored = await admin.get(MUTATING_WEBHOOK_CONFIGURATIONS, name)
