@@ -7,6 +7,8 @@
 # process runs as UID 65532 and writes nothing outside /tmp, so it works with a read-only root filesystem
 # (config/manager mounts an emptyDir at /tmp). The base is pinned to an exact Python release; pin it by
 # digest too (--build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:...) for reproducible builds.
+# Without Docker or a registry, `python -m e2e.images build manager` builds this file with buildah and
+# PYTHON_IMAGE set to the project's debootstrap Debian base (docs/images.md).
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
