@@ -242,6 +242,7 @@ def start_double(kubeconfig: Path, workers: int, workdir: Path) -> Process:
         [
             "e2e.knative_double",
             "--kubeconfig", str(kubeconfig),
+            "--revision-readiness=deployment",
             f"--max-concurrent-reconciles={workers}",
             "--log-level=warning",
         ],

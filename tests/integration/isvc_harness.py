@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from apis.resources import CLUSTER_SERVING_RUNTIMES, INFERENCE_SERVICES, KNATIVE_SERVICES
 from controllers.inferenceservice import setup_inferenceservice_controller
-from e2e.knative_double import KnativeServingDouble, install
+from e2e.knative_double import READINESS_DEPLOYMENT, KnativeServingDouble, install
 from e2e.localcluster.apply import apply_manifests
 from manager.client import CONFIGMAPS, EVENTS, Client, Object, load_client
 from manager.errors import AlreadyExists, NotFound
@@ -225,7 +225,7 @@ async def running_harness(
         options = ManagerOptions(metrics_addr="0", health_probe_addr="0", namespace=namespace)
         manager = Manager(client, options, metrics=Metrics(CollectorRegistry()))
         setup_inferenceservice_controller(manager, max_concurrent_reconciles=max_concurrent)
-        double = install(manager)
+        double = install(manager, revision_readiness=READINESS_DEPLOYMENT)  # no nodes: pods never run
         stop = asyncio.Event()
         task = asyncio.create_task(manager.run(stop))
         harness = Harness(client, namespace, manager, double)

@@ -1,35 +1,33 @@
-"""The Knative Serving double on a real kube-apiserver: revisions, URLs, traffic, failures, pods, restarts.
+"""The Knative Serving double on a real kube-apiserver and kube-controller-manager (no kubelet, no scheduler).
 
-The double runs in-process on a `Manager`, as the InferenceService tests will run it, and is checked only
-through what it writes to the API server (plus its write counter for the no-op resync).
+The double runs in-process on a `Manager` and is checked through what it writes to the API server. Most tests
+use node-less readiness (a revision is Ready once its Deployment's pods exist); the pods-mode tests play the
+kubelet and the scheduler themselves: they bind the pods kube-controller-manager created to a fake Node and
+write the pod statuses a kubelet would, and kube-controller-manager computes Deployment, ReplicaSet and
+Endpoints status from them as on a real cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from e2e.knative_double import FAIL_REVISION_ANNOTATION, KSVC, KnativeServingDouble, install
-from e2e.knative_double.double import (
-    MAX_HISTORY,
-    STATE_SUFFIX,
-    Failure,
-    History,
-    Revision,
-    child_name,
-    desired_status,
-    template_hash,
-)
+from e2e.knative_double import FAIL_REVISION_ANNOTATION, KSVC, KnativeServingDouble, history, install
+from e2e.knative_double.double import STATE_SUFFIX
+from e2e.knative_double.resources import DEPLOYMENTS, ENDPOINTS
+from e2e.knative_double.revision import READINESS_DEPLOYMENT, READINESS_PODS, Readiness
 from e2e.localcluster.apply import apply_manifests
 from e2e.localcluster.cluster import LocalCluster
-from manager.client import CONFIGMAPS, PODS, Client, Object, load_client
-from manager.errors import NotFound
+from manager.client import CONFIGMAPS, NAMESPACES, PODS, SERVICES, Client, Object, Resource, load_client
+from manager.errors import AlreadyExists, Conflict, NotFound
 from manager.manager import Manager
 from manager.metrics import Metrics
 from manager.options import ManagerOptions
@@ -39,6 +37,10 @@ REPO = Path(__file__).resolve().parents[2]
 CRDS = [REPO / "config/local/knative-serving-crd.yaml", REPO / "config/local/istio-virtualservice-crd.yaml"]
 HANG_GUARD = 30.0
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
+NAME = "sklearn-iris-predictor"
+NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
+LIMIT_RANGES = Resource("", "v1", "limitranges", "LimitRange")
+FAKE_NODE = "knative-double-test-node"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ async def admin(local_cluster: LocalCluster, crds: None) -> AsyncIterator[Client
 
 @asynccontextmanager
 async def running_double(
-    kubeconfig: Path, domain: str = "example.com"
+    kubeconfig: Path, domain: str = "example.com", readiness: Readiness = READINESS_DEPLOYMENT
 ) -> AsyncIterator[tuple[KnativeServingDouble, Client]]:
     """A manager with only the double on it, running until the block ends."""
     client = await load_client(str(kubeconfig))
@@ -66,7 +68,7 @@ async def running_double(
         ManagerOptions(metrics_addr="0", health_probe_addr="0", graceful_shutdown_timeout=10.0),
         metrics=Metrics(CollectorRegistry()),
     )
-    double = install(manager, domain=domain)
+    double = install(manager, domain=domain, revision_readiness=readiness)
     stop = asyncio.Event()
     task = asyncio.create_task(manager.run(stop))
     try:
@@ -84,9 +86,26 @@ async def double(local_cluster: LocalCluster, crds: None) -> AsyncIterator[Knati
         yield running
 
 
-def ksvc_body(
-    namespace: str, name: str = "sklearn-iris-predictor", image: str = "kserve/sklearnserver:v1"
-) -> Object:
+@pytest.fixture
+async def pods_double(local_cluster: LocalCluster, crds: None) -> AsyncIterator[KnativeServingDouble]:
+    async with running_double(local_cluster.kubeconfig_path, readiness=READINESS_PODS) as (running, _):
+        yield running
+
+
+@pytest.fixture(scope="module")
+def fake_node(local_cluster: LocalCluster) -> Iterator[str]:
+    """A Node object pods can be bound to (kube-controller-manager's pod GC deletes pods of unknown nodes)."""
+    status, body = local_cluster.request(
+        "POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": FAKE_NODE}}
+    )
+    assert status in (201, 409), body
+    try:
+        yield FAKE_NODE
+    finally:
+        local_cluster.request("DELETE", f"/api/v1/nodes/{FAKE_NODE}")
+
+
+def ksvc_body(namespace: str, name: str = NAME, image: str = "kserve/sklearnserver:v1") -> Object:
     return {
         "apiVersion": KSVC.api_version,
         "kind": KSVC.kind,
@@ -106,6 +125,7 @@ def ksvc_body(
                             "image": image,
                             "args": ["--model_name=sklearn-iris"],
                             "ports": [{"containerPort": 8081, "protocol": "TCP"}],
+                            "resources": {"limits": {"cpu": "1000m", "memory": "2Gi"}},
                         }
                     ],
                 },
@@ -121,7 +141,14 @@ def condition(obj: Object, type_: str) -> Object:
     return {}
 
 
-async def eventually(probe: Callable[[], Awaitable[Object]], check: Callable[[Object], bool]) -> Object:
+def verdict(obj: Object, type_: str) -> tuple[str, str, str]:
+    cond = condition(obj, type_)
+    return (cond.get("status", ""), cond.get("reason", ""), cond.get("message", ""))
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], what: str = ""
+) -> Any:
     """Poll until `check` holds for what `probe` returns; the deadline only guards against a hang."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + HANG_GUARD
@@ -129,12 +156,14 @@ async def eventually(probe: Callable[[], Awaitable[Object]], check: Callable[[Ob
         value = await probe()
         if check(value):
             return value
-        assert loop.time() < deadline, f"condition not reached; last seen: {value.get('status', value)}"
+        shown = value.get("status", value) if isinstance(value, dict) else value
+        assert loop.time() < deadline, f"{what or 'condition'} not reached; last seen: {shown}"
         await asyncio.sleep(0.05)
 
 
 async def ksvc_when(client: Client, namespace: str, name: str, check: Callable[[Object], bool]) -> Object:
-    return await eventually(lambda: client.get(KSVC, name, namespace), check)
+    result: Object = await eventually(lambda: client.get(KSVC, name, namespace), check, f"ksvc {name}")
+    return result
 
 
 def generation_done(obj: Object) -> bool:
@@ -154,16 +183,50 @@ def ready_with(revision: str) -> Callable[[Object], bool]:
     return check
 
 
-async def pods_of(client: Client, namespace: str) -> dict[str, Object]:
-    items, _ = await client.list_all(PODS, namespace)
-    return {p["metadata"]["labels"]["serving.knative.dev/revision"]: p for p in items}
+def failed_with(reason: str) -> Callable[[Object], bool]:
+    def check(obj: Object) -> bool:
+        return (
+            generation_done(obj)
+            and condition(obj, "ConfigurationsReady").get("status") == "False"
+            and (reason in condition(obj, "ConfigurationsReady").get("message", ""))
+        )
+
+    return check
 
 
-async def pods_when(client: Client, namespace: str, revisions: set[str]) -> dict[str, Object]:
-    async def probe() -> Object:
-        return await pods_of(client, namespace)
+async def deployments_of(client: Client, namespace: str) -> dict[str, Object]:
+    items, _ = await client.list_all(DEPLOYMENTS, namespace)
+    return {d["metadata"]["labels"]["serving.knative.dev/revision"]: d for d in items}
 
-    return await eventually(probe, lambda pods: set(pods) == revisions)
+
+async def deployments_when(
+    client: Client, namespace: str, check: Callable[[dict[str, Object]], bool]
+) -> dict[str, Object]:
+    result: dict[str, Object] = await eventually(
+        lambda: deployments_of(client, namespace), check, "deployments"
+    )
+    return result
+
+
+def replicas(deployments: dict[str, Object]) -> dict[str, int]:
+    return {name: int(d["spec"]["replicas"]) for name, d in deployments.items()}
+
+
+async def pod_of(client: Client, namespace: str, revision: str) -> Object:
+    async def probe() -> list[Object]:
+        items, _ = await client.list_all(
+            PODS, namespace, label_selector=f"serving.knative.dev/revision={revision}"
+        )
+        return items
+
+    pods: list[Object] = await eventually(probe, lambda items: len(items) == 1, f"one pod of {revision}")
+    return pods[0]
+
+
+def failure_reason(double: KnativeServingDouble, namespace: str) -> str:
+    failure = double.revisions(namespace, NAME)[0].failure
+    assert failure is not None
+    return failure.reason
 
 
 async def update_ksvc(client: Client, namespace: str, name: str, change: Callable[[Object], None]) -> Object:
@@ -179,108 +242,212 @@ def set_image(image: str) -> Callable[[Object], None]:
     return change
 
 
+async def bind(client: Client, pod: Object, node: str) -> None:
+    """What kube-scheduler does: bind the pod to a node."""
+    meta = pod["metadata"]
+    body = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+    await client.request("POST", PODS.path(meta["namespace"], meta["name"], "binding"), body=body)
+
+
+async def write_pod_status(client: Client, pod: Object, status: Object) -> None:
+    """What a kubelet does: report the pod's status (retried on conflicts with other writers)."""
+    meta = pod["metadata"]
+    for _ in range(10):
+        live = await client.get(PODS, meta["name"], meta["namespace"])
+        live["status"] = {**(live.get("status") or {}), **status}
+        try:
+            await client.replace_status(PODS, live)
+            return
+        except Conflict:
+            continue
+    raise AssertionError("could not write the pod status")
+
+
+def running(ready: bool, ip: str, containers: list[Object]) -> Object:
+    state = "True" if ready else "False"
+    return {
+        "phase": "Running",
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "hostIP": "10.0.0.1",
+        "startTime": "2024-01-01T00:00:00Z",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": state},
+            {"type": "Ready", "status": state},
+        ],
+        "containerStatuses": containers,
+    }
+
+
+def container_status(name: str, *, ready: bool = True, **state: Object) -> Object:
+    return {
+        "name": name,
+        "ready": ready,
+        "restartCount": 0,
+        "image": "img",
+        "imageID": "",
+        "state": state.get("state") or {"running": {"startedAt": "2024-01-01T00:00:00Z"}},
+        **({"lastState": state["last"]} if "last" in state else {}),
+    }
+
+
+@asynccontextmanager
+async def config_deployment(client: Client, data: dict[str, str]) -> AsyncIterator[None]:
+    """knative-serving/config-deployment with `data` for the block (the namespace is shared by tests)."""
+    with contextlib.suppress(AlreadyExists):
+        await client.create(
+            NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "knative-serving"}}
+        )
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "config-deployment", "namespace": "knative-serving"},
+        "data": data,
+    }
+    try:
+        await client.create(CONFIGMAPS, body)
+        yield
+    finally:
+        with contextlib.suppress(NotFound):
+            await client.delete(CONFIGMAPS, "config-deployment", "knative-serving")
+
+
+# Node-less readiness: what the API-only tests of the InferenceService controller rely on
+
+
 async def test_a_new_service_becomes_ready_with_knative_urls_traffic_and_revision(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    ksvc = await ksvc_when(
-        admin, namespace, "sklearn-iris-predictor", ready_with("sklearn-iris-predictor-00001")
-    )
+    ksvc = await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
     status = ksvc["status"]
-    assert status["observedGeneration"] == ksvc["metadata"]["generation"]
-    assert status["latestCreatedRevisionName"] == "sklearn-iris-predictor-00001"
-    assert status["url"] == f"http://sklearn-iris-predictor.{namespace}.example.com"
-    assert status["address"] == {"url": f"http://sklearn-iris-predictor.{namespace}.svc.cluster.local"}
-    assert status["traffic"] == [
-        {"revisionName": "sklearn-iris-predictor-00001", "latestRevision": True, "percent": 100}
-    ]
+    assert status["latestCreatedRevisionName"] == f"{NAME}-00001"
+    assert status["url"] == f"http://{NAME}.{namespace}.example.com"
+    assert status["address"] == {"url": f"http://{NAME}.{namespace}.svc.cluster.local"}
+    assert status["traffic"] == [{"revisionName": f"{NAME}-00001", "latestRevision": True, "percent": 100}]
     for type_ in ("Ready", "ConfigurationsReady", "RoutesReady"):
         cond = condition(ksvc, type_)
         assert cond["status"] == "True"
         assert cond["lastTransitionTime"].endswith("Z")
         assert "reason" not in cond
+    assert replicas(await deployments_of(admin, namespace)) == {f"{NAME}-00001": 1}
 
 
-async def test_a_template_change_creates_the_next_revision_and_moves_all_traffic(
+async def test_the_revision_gets_knatives_deployment_and_services(
+    admin: Client, namespace: str, double: KnativeServingDouble
+) -> None:
+    created = await admin.create(KSVC, ksvc_body(namespace), namespace)
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+    revision = f"{NAME}-00001"
+    deployment = (await deployments_of(admin, namespace))[revision]
+    assert deployment["metadata"]["name"] == f"{revision}-deployment"
+    owner = deployment["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("Service", created["metadata"]["uid"], True)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels[ISVC_LABEL] == "sklearn-iris"
+    assert labels["serving.knative.dev/revision"] == revision
+    assert deployment["spec"]["progressDeadlineSeconds"] == 600
+    containers = {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert list(containers) == ["kserve-container", "queue-proxy"]
+    assert containers["queue-proxy"]["image"] == "gcr.io/knative-releases/knative.dev/serving/cmd/queue"
+
+    pod = await pod_of(admin, namespace, revision)
+    assert pod["metadata"]["labels"]["serving.knative.dev/revision"] == revision
+    assert pod["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
+
+    private = await admin.get(SERVICES, f"{revision}-private", namespace)
+    public = await admin.get(SERVICES, revision, namespace)
+    assert private["spec"]["selector"] == {
+        "serving.knative.dev/revisionUID": labels["serving.knative.dev/revisionUID"]
+    }
+    assert "selector" not in public["spec"]
+    assert [p["port"] for p in public["spec"]["ports"]] == [80, 443]
+    await eventually(lambda: admin.get(ENDPOINTS, revision, namespace), bool, "the public Endpoints")
+
+
+async def test_a_template_change_creates_the_next_revision_and_scales_the_old_one_to_zero(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    await ksvc_when(admin, namespace, "sklearn-iris-predictor", ready_with("sklearn-iris-predictor-00001"))
-    await update_ksvc(admin, namespace, "sklearn-iris-predictor", set_image("kserve/sklearnserver:v2"))
-    ksvc = await ksvc_when(
-        admin, namespace, "sklearn-iris-predictor", ready_with("sklearn-iris-predictor-00002")
-    )
-    assert ksvc["status"]["latestCreatedRevisionName"] == "sklearn-iris-predictor-00002"
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+    await update_ksvc(admin, namespace, NAME, set_image("kserve/sklearnserver:v2"))
+    ksvc = await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00002"))
     assert ksvc["status"]["traffic"] == [
-        {"revisionName": "sklearn-iris-predictor-00002", "latestRevision": True, "percent": 100}
+        {"revisionName": f"{NAME}-00002", "latestRevision": True, "percent": 100}
     ]
+    await deployments_when(
+        admin, namespace, lambda d: replicas(d) == {f"{NAME}-00001": 0, f"{NAME}-00002": 1}
+    )
 
 
 async def test_a_traffic_only_change_makes_no_new_revision(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    await ksvc_when(admin, namespace, "sklearn-iris-predictor", ready_with("sklearn-iris-predictor-00001"))
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
 
     def tagged(obj: Object) -> None:
         obj["spec"]["traffic"] = [{"latestRevision": True, "percent": 100, "tag": "latest"}]
 
-    await update_ksvc(admin, namespace, "sklearn-iris-predictor", tagged)
-    ksvc = await ksvc_when(admin, namespace, "sklearn-iris-predictor", generation_done)
-    assert ksvc["status"]["latestCreatedRevisionName"] == "sklearn-iris-predictor-00001"
-    assert (
-        ksvc["status"]["traffic"][0]["url"] == f"http://latest-sklearn-iris-predictor.{namespace}.example.com"
-    )
+    await update_ksvc(admin, namespace, NAME, tagged)
+    ksvc = await ksvc_when(admin, namespace, NAME, generation_done)
+    assert ksvc["status"]["latestCreatedRevisionName"] == f"{NAME}-00001"
+    assert ksvc["status"]["traffic"][0]["url"] == f"http://latest-{NAME}.{namespace}.example.com"
 
 
-async def test_spec_traffic_resolves_latest_and_pinned_revisions_with_tag_urls(
+async def test_spec_traffic_resolves_latest_and_pinned_revisions_and_both_keep_pods(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
-    name = "sklearn-iris-predictor"
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    await ksvc_when(admin, namespace, name, ready_with(f"{name}-00001"))
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
 
     def canary(obj: Object) -> None:
         set_image("kserve/sklearnserver:v2")(obj)
         obj["spec"]["traffic"] = [
             {"latestRevision": True, "percent": 10},
-            {"revisionName": f"{name}-00001", "latestRevision": False, "percent": 90, "tag": "prev"},
+            {"revisionName": f"{NAME}-00001", "latestRevision": False, "percent": 90, "tag": "prev"},
         ]
 
-    await update_ksvc(admin, namespace, name, canary)
-    ksvc = await ksvc_when(admin, namespace, name, ready_with(f"{name}-00002"))
+    await update_ksvc(admin, namespace, NAME, canary)
+    ksvc = await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00002"))
     assert ksvc["status"]["traffic"] == [
-        {"revisionName": f"{name}-00002", "latestRevision": True, "percent": 10},
+        {"revisionName": f"{NAME}-00002", "latestRevision": True, "percent": 10},
         {
             "tag": "prev",
-            "revisionName": f"{name}-00001",
+            "revisionName": f"{NAME}-00001",
             "latestRevision": False,
             "percent": 90,
-            "url": f"http://prev-{name}.{namespace}.example.com",
+            "url": f"http://prev-{NAME}.{namespace}.example.com",
         },
     ]
-    # Both revisions serve traffic, so both keep a pod.
-    await pods_when(admin, namespace, {f"{name}-00001", f"{name}-00002"})
+    await deployments_when(
+        admin, namespace, lambda d: replicas(d) == {f"{NAME}-00001": 1, f"{NAME}-00002": 1}
+    )
 
 
 async def test_traffic_naming_an_unknown_revision_makes_routes_not_ready(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
-    name = "sklearn-iris-predictor"
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    await ksvc_when(admin, namespace, name, ready_with(f"{name}-00001"))
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
 
     def pin_missing(obj: Object) -> None:
-        obj["spec"]["traffic"] = [{"revisionName": f"{name}-00042", "percent": 100}]
+        obj["spec"]["traffic"] = [{"revisionName": f"{NAME}-00042", "percent": 100}]
 
-    await update_ksvc(admin, namespace, name, pin_missing)
-    ksvc = await ksvc_when(admin, namespace, name, generation_done)
-    routes = condition(ksvc, "RoutesReady")
-    assert (routes["status"], routes["reason"]) == ("False", "RevisionMissing")
-    assert routes["message"] == f'Revision "{name}-00042" referenced in traffic not found.'
-    assert condition(ksvc, "Ready")["message"] == routes["message"]
+    await update_ksvc(admin, namespace, NAME, pin_missing)
+    ksvc = await ksvc_when(admin, namespace, NAME, generation_done)
+    message = f'Revision "{NAME}-00042" referenced in traffic not found.'
+    assert verdict(ksvc, "RoutesReady") == ("False", "RevisionMissing", message)
+    assert verdict(ksvc, "Ready") == ("False", "RevisionMissing", message)
     assert condition(ksvc, "ConfigurationsReady")["status"] == "True"
-    assert ksvc["status"]["traffic"][0]["revisionName"] == f"{name}-00001"  # the last resolved traffic stays
+    assert ksvc["status"]["traffic"][0]["revisionName"] == f"{NAME}-00001"
 
 
 async def test_the_cluster_local_label_gives_a_cluster_local_url(
@@ -290,30 +457,23 @@ async def test_the_cluster_local_label_gives_a_cluster_local_url(
     body["metadata"]["labels"]["networking.knative.dev/visibility"] = "cluster-local"
     body["spec"]["traffic"] = [{"latestRevision": True, "percent": 100, "tag": "latest"}]
     await admin.create(KSVC, body, namespace)
-    ksvc = await ksvc_when(
-        admin, namespace, "sklearn-iris-predictor", ready_with("sklearn-iris-predictor-00001")
-    )
-    assert ksvc["status"]["url"] == f"http://sklearn-iris-predictor.{namespace}.svc.cluster.local"
-    assert ksvc["status"]["address"]["url"] == ksvc["status"]["url"]
-    assert (
-        ksvc["status"]["traffic"][0]["url"]
-        == f"http://latest-sklearn-iris-predictor.{namespace}.svc.cluster.local"
-    )
+    ksvc = await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+    assert ksvc["status"]["url"] == f"http://{NAME}.{namespace}.svc.cluster.local"
+    assert ksvc["status"]["traffic"][0]["url"] == f"http://latest-{NAME}.{namespace}.svc.cluster.local"
 
 
 async def test_the_domain_is_configurable(local_cluster: LocalCluster, admin: Client, namespace: str) -> None:
     async with running_double(local_cluster.kubeconfig_path, domain="models.local.test"):
         await admin.create(KSVC, ksvc_body(namespace), namespace)
-        ksvc = await ksvc_when(admin, namespace, "sklearn-iris-predictor", generation_done)
-    assert ksvc["status"]["url"] == f"http://sklearn-iris-predictor.{namespace}.models.local.test"
+        ksvc = await ksvc_when(admin, namespace, NAME, generation_done)
+    assert ksvc["status"]["url"] == f"http://{NAME}.{namespace}.models.local.test"
 
 
 async def test_the_fail_annotation_fails_the_new_revision_and_traffic_stays_on_the_last_ready_one(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
-    name = "sklearn-iris-predictor"
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    await ksvc_when(admin, namespace, name, ready_with(f"{name}-00001"))
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
 
     def broken(obj: Object) -> None:
         set_image("kserve/sklearnserver:broken")(obj)
@@ -321,152 +481,147 @@ async def test_the_fail_annotation_fails_the_new_revision_and_traffic_stays_on_t
             "ExitCode1: Container failed with: model not found"
         )
 
-    await update_ksvc(admin, namespace, name, broken)
-    ksvc = await ksvc_when(admin, namespace, name, generation_done)
-    message = f'Revision "{name}-00002" failed with message: Container failed with: model not found.'
+    await update_ksvc(admin, namespace, NAME, broken)
+    ksvc = await ksvc_when(admin, namespace, NAME, generation_done)
+    message = f'Revision "{NAME}-00002" failed with message: Container failed with: model not found.'
     for type_ in ("Ready", "ConfigurationsReady"):
-        cond = condition(ksvc, type_)
-        assert (cond["status"], cond["reason"], cond["message"]) == ("False", "RevisionFailed", message)
+        assert verdict(ksvc, type_) == ("False", "RevisionFailed", message)
     assert condition(ksvc, "RoutesReady")["status"] == "True"
-    assert ksvc["status"]["latestCreatedRevisionName"] == f"{name}-00002"
-    assert ksvc["status"]["latestReadyRevisionName"] == f"{name}-00001"
-    assert ksvc["status"]["traffic"] == [
-        {"revisionName": f"{name}-00001", "latestRevision": True, "percent": 100}
-    ]
-    assert double.revisions(namespace, name)[-1].failure == Failure(
-        "ExitCode1", "Container failed with: model not found"
+    assert (ksvc["status"]["latestCreatedRevisionName"], ksvc["status"]["latestReadyRevisionName"]) == (
+        f"{NAME}-00002",
+        f"{NAME}-00001",
     )
-    assert set(await pods_of(admin, namespace)) == {f"{name}-00001"}
+    assert ksvc["status"]["traffic"] == [
+        {"revisionName": f"{NAME}-00001", "latestRevision": True, "percent": 100}
+    ]
+    assert replicas(await deployments_of(admin, namespace)) == {f"{NAME}-00001": 1}
 
     def fixed(obj: Object) -> None:
         set_image("kserve/sklearnserver:v2")(obj)
         del obj["metadata"]["annotations"][FAIL_REVISION_ANNOTATION]
 
-    await update_ksvc(admin, namespace, name, fixed)
-    await ksvc_when(admin, namespace, name, ready_with(f"{name}-00003"))
+    await update_ksvc(admin, namespace, NAME, fixed)
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00003"))
 
 
-async def test_the_global_switch_fails_a_first_revision_and_explains_the_missing_route(
+async def test_a_failed_first_revision_shows_knatives_route_words_on_ready(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
-    name = "sklearn-iris-predictor"
     double.fail_new_revisions("ImagePullBackOff", "Back-off pulling image")
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    ksvc = await ksvc_when(admin, namespace, name, generation_done)
-    ready = condition(ksvc, "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "RevisionFailed")
-    assert ready["message"] == f'Revision "{name}-00001" failed with message: Back-off pulling image.'
-    routes = condition(ksvc, "RoutesReady")
-    assert (routes["status"], routes["reason"]) == ("False", "RevisionMissing")
-    assert routes["message"] == f'Configuration "{name}" does not have any ready Revision.'
+    ksvc = await ksvc_when(admin, namespace, NAME, generation_done)
+    missing = f'Configuration "{NAME}" does not have any ready Revision.'
+    assert verdict(ksvc, "ConfigurationsReady") == (
+        "False",
+        "RevisionFailed",
+        f'Revision "{NAME}-00001" failed with message: Back-off pulling image.',
+    )
+    assert verdict(ksvc, "RoutesReady") == ("False", "RevisionMissing", missing)
+    assert verdict(ksvc, "Ready") == ("False", "RevisionMissing", missing)
     assert "latestReadyRevisionName" not in ksvc["status"]
     assert "traffic" not in ksvc["status"]
-    assert await pods_of(admin, namespace) == {}
+    assert await deployments_of(admin, namespace) == {}
 
     double.stop_failing()
-    await update_ksvc(admin, namespace, name, set_image("kserve/sklearnserver:v2"))
-    await ksvc_when(admin, namespace, name, ready_with(f"{name}-00002"))
+    await update_ksvc(admin, namespace, NAME, set_image("kserve/sklearnserver:v2"))
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00002"))
 
 
-async def test_a_pod_the_api_server_rejects_fails_the_revision(
+async def test_a_deployment_the_api_server_refuses_is_a_refused_revision(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
     body = ksvc_body(namespace)
     body["spec"]["template"]["spec"]["containers"][0]["name"] = "Not_A_DNS_Label"
     await admin.create(KSVC, body, namespace)
-    ksvc = await ksvc_when(admin, namespace, "sklearn-iris-predictor", generation_done)
-    ready = condition(ksvc, "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "RevisionFailed")
-    assert "Not_A_DNS_Label" in ready["message"]
-    assert double.revisions(namespace, "sklearn-iris-predictor")[0].failure is not None
+    ksvc = await ksvc_when(admin, namespace, NAME, failed_with("Not_A_DNS_Label"))
+    status, reason, message = verdict(ksvc, "ConfigurationsReady")
+    assert (status, reason) == ("False", "RevisionFailed")
+    assert message.startswith("Revision creation failed with message: ")
+    assert "latestCreatedRevisionName" not in ksvc["status"]
 
 
-async def test_pods_carry_the_template_knative_labels_and_a_queue_proxy_and_old_ones_go(
+async def test_pods_the_api_server_rejects_fail_the_revision_with_failed_create(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
-    name = "sklearn-iris-predictor"
-    created = await admin.create(KSVC, ksvc_body(namespace), namespace)
-    await ksvc_when(admin, namespace, name, ready_with(f"{name}-00001"))
-    pod = (await pods_when(admin, namespace, {f"{name}-00001"}))[f"{name}-00001"]
-
-    labels = pod["metadata"]["labels"]
-    assert labels[ISVC_LABEL] == "sklearn-iris"
-    assert labels["component"] == "predictor"
-    assert labels["serving.knative.dev/service"] == name
-    assert labels["serving.knative.dev/configuration"] == name
-    assert labels["serving.knative.dev/configurationGeneration"] == "1"
-    assert labels["serving.knative.dev/revision"] == f"{name}-00001"
-    assert labels["serving.knative.dev/revisionUID"]
-    assert pod["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] == "1"
-    owner = pod["metadata"]["ownerReferences"][0]
-    assert (owner["kind"], owner["uid"], owner["controller"]) == ("Service", created["metadata"]["uid"], True)
-
-    containers = {c["name"]: c for c in pod["spec"]["containers"]}
-    assert list(containers) == ["kserve-container", "queue-proxy"]
-    assert containers["kserve-container"]["args"] == ["--model_name=sklearn-iris"]
-    user_env = {e["name"]: e.get("value") for e in containers["kserve-container"]["env"]}
-    assert user_env["K_REVISION"] == f"{name}-00001"
-    assert user_env["PORT"] == "8081"
-    queue = containers["queue-proxy"]
-    assert queue["image"] == "gcr.io/knative-releases/knative.dev/serving/cmd/queue"
-    env = {e["name"]: e.get("value") for e in queue["env"]}
-    assert env["SERVING_SERVICE"] == name
-    assert env["SERVING_CONFIGURATION"] == name
-    assert env["SERVING_REVISION"] == f"{name}-00001"
-    assert env["USER_PORT"] == "8081"
-    assert env["QUEUE_SERVING_PORT"] == "8012"
-    assert "containerConcurrency" not in pod["spec"]
-
-    await update_ksvc(admin, namespace, name, set_image("kserve/sklearnserver:v2"))
-    await ksvc_when(admin, namespace, name, ready_with(f"{name}-00002"))
-    await pods_when(admin, namespace, {f"{name}-00002"})
-
-
-async def test_a_deleted_pod_of_a_ready_revision_comes_back(
-    admin: Client, namespace: str, double: KnativeServingDouble
-) -> None:
-    name = "sklearn-iris-predictor"
+    limit = {
+        "apiVersion": "v1",
+        "kind": "LimitRange",
+        "metadata": {"name": "small", "namespace": namespace},
+        "spec": {"limits": [{"type": "Container", "max": {"cpu": "100m"}}]},
+    }
+    await admin.create(LIMIT_RANGES, limit)
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    await ksvc_when(admin, namespace, name, ready_with(f"{name}-00001"))
-    pod = (await pods_when(admin, namespace, {f"{name}-00001"}))[f"{name}-00001"]
-    await admin.delete(PODS, pod["metadata"]["name"], namespace)
+    ksvc = await ksvc_when(admin, namespace, NAME, failed_with("forbidden"))
+    _, reason, message = verdict(ksvc, "ConfigurationsReady")
+    assert reason == "RevisionFailed"
+    assert message.startswith(f'Revision "{NAME}-00001" failed with message: pods "{NAME}-00001-deployment-')
+    assert "maximum cpu usage per Container is 100m" in message
+    assert failure_reason(double, namespace) == "FailedCreate"
 
-    async def probe() -> Object:
-        return await pods_of(admin, namespace)
 
-    pods = await eventually(
-        probe,
-        lambda p: f"{name}-00001" in p and p[f"{name}-00001"]["metadata"]["uid"] != pod["metadata"]["uid"],
+async def test_revisions_beyond_the_history_are_collected_with_their_objects(
+    admin: Client, namespace: str, double: KnativeServingDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "MAX_HISTORY", 2)
+    await admin.create(KSVC, ksvc_body(namespace), namespace)
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+    for version in (2, 3):
+        await update_ksvc(admin, namespace, NAME, set_image(f"kserve/sklearnserver:v{version}"))
+        await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-{version:05d}"))
+    await deployments_when(admin, namespace, lambda d: set(d) == {f"{NAME}-00002", f"{NAME}-00003"})
+
+    async def services() -> set[str]:
+        items, _ = await admin.list_all(SERVICES, namespace)
+        return {s["metadata"]["name"] for s in items}
+
+    await eventually(
+        services, lambda names: not names & {f"{NAME}-00001", f"{NAME}-00001-private"}, "collection"
     )
-    assert pods[f"{name}-00001"]["metadata"]["labels"]["serving.knative.dev/revision"] == f"{name}-00001"
+    assert [r.name for r in double.revisions(namespace, NAME)] == [f"{NAME}-00002", f"{NAME}-00003"]
+
+
+async def test_a_deleted_deployment_comes_back(
+    admin: Client, namespace: str, double: KnativeServingDouble
+) -> None:
+    await admin.create(KSVC, ksvc_body(namespace), namespace)
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+    before = (await deployments_of(admin, namespace))[f"{NAME}-00001"]
+    await admin.delete(DEPLOYMENTS, before["metadata"]["name"], namespace)
+    await deployments_when(
+        admin,
+        namespace,
+        lambda d: f"{NAME}-00001" in d and d[f"{NAME}-00001"]["metadata"]["uid"] != before["metadata"]["uid"],
+    )
 
 
 async def test_a_steady_service_is_not_rewritten_on_a_forced_resync(
     local_cluster: LocalCluster, admin: Client, namespace: str
 ) -> None:
-    name = "sklearn-iris-predictor"
     writes: list[str] = []
     async with running_double(local_cluster.kubeconfig_path) as (double, client):
         await admin.create(KSVC, ksvc_body(namespace), namespace)
-        before = await ksvc_when(admin, namespace, name, ready_with(f"{name}-00001"))
-        await pods_when(admin, namespace, {f"{name}-00001"})
-        # Let the reconciles queued by the double's own writes settle before counting.
+        before = await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+        await eventually(
+            lambda: admin.get(ENDPOINTS, f"{NAME}-00001", namespace), bool, "the public Endpoints"
+        )
+        # Let the reconciles queued by the double's own writes (and kube-controller-manager's) settle.
         settled = -1
         while settled != double.reconciles:
             settled = double.reconciles
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.5)
         client.set_request_hook(
             lambda method, code, seconds: writes.append(method) if method != "GET" else None
         )
         status_writes, reconciles = double.status_writes, double.reconciles
-        double.cache.informer(KSVC).resync()
+        for resource in (KSVC, DEPLOYMENTS, SERVICES, ENDPOINTS, PODS):
+            double.cache.informer(resource).resync()
 
-        async def progress() -> Object:
-            return {"reconciles": double.reconciles}
+        async def progress() -> int:
+            return double.reconciles
 
-        await eventually(progress, lambda seen: seen["reconciles"] > reconciles)
+        await eventually(progress, lambda seen: seen > reconciles, "reconciles after the resync")
         assert double.status_writes == status_writes
-    after = await admin.get(KSVC, name, namespace)
+    after = await admin.get(KSVC, NAME, namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert writes == []
 
@@ -474,50 +629,214 @@ async def test_a_steady_service_is_not_rewritten_on_a_forced_resync(
 async def test_a_restarted_double_continues_the_revision_numbering(
     local_cluster: LocalCluster, admin: Client, namespace: str
 ) -> None:
-    name = "sklearn-iris-predictor"
     async with running_double(local_cluster.kubeconfig_path):
         await admin.create(KSVC, ksvc_body(namespace), namespace)
-        await ksvc_when(admin, namespace, name, ready_with(f"{name}-00001"))
-        await update_ksvc(admin, namespace, name, set_image("kserve/sklearnserver:v2"))
-        await ksvc_when(admin, namespace, name, ready_with(f"{name}-00002"))
-    state = await admin.get(CONFIGMAPS, name + STATE_SUFFIX, namespace)
-    assert state["metadata"]["ownerReferences"][0]["name"] == name
+        await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+        await update_ksvc(admin, namespace, NAME, set_image("kserve/sklearnserver:v2"))
+        await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00002"))
+    state = await admin.get(CONFIGMAPS, NAME + STATE_SUFFIX, namespace)
+    assert state["metadata"]["ownerReferences"][0]["name"] == NAME
 
     async with running_double(local_cluster.kubeconfig_path) as (double, _):
-        steady = await ksvc_when(admin, namespace, name, ready_with(f"{name}-00002"))
-        await update_ksvc(admin, namespace, name, set_image("kserve/sklearnserver:v3"))
-        ksvc = await ksvc_when(admin, namespace, name, ready_with(f"{name}-00003"))
-        assert [r.name for r in double.revisions(namespace, name)] == [f"{name}-{n:05d}" for n in (1, 2, 3)]
-    assert steady["status"]["latestCreatedRevisionName"] == f"{name}-00002"
-    assert ksvc["status"]["latestCreatedRevisionName"] == f"{name}-00003"
+        steady = await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00002"))
+        await update_ksvc(admin, namespace, NAME, set_image("kserve/sklearnserver:v3"))
+        ksvc = await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00003"))
+        assert [r.name for r in double.revisions(namespace, NAME)] == [f"{NAME}-{n:05d}" for n in (1, 2, 3)]
+    assert steady["status"]["latestCreatedRevisionName"] == f"{NAME}-00002"
+    assert ksvc["status"]["latestCreatedRevisionName"] == f"{NAME}-00003"
 
 
 async def test_a_template_with_its_own_name_names_the_revision(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
     body = ksvc_body(namespace)
-    body["spec"]["template"]["metadata"]["name"] = "sklearn-iris-predictor-blue"
+    body["spec"]["template"]["metadata"]["name"] = f"{NAME}-blue"
     await admin.create(KSVC, body, namespace)
-    await ksvc_when(admin, namespace, "sklearn-iris-predictor", ready_with("sklearn-iris-predictor-blue"))
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-blue"))
 
 
 async def test_deleting_the_service_forgets_it(
     admin: Client, namespace: str, double: KnativeServingDouble
 ) -> None:
     await admin.create(KSVC, ksvc_body(namespace), namespace)
-    await ksvc_when(admin, namespace, "sklearn-iris-predictor", ready_with("sklearn-iris-predictor-00001"))
-    await admin.delete(KSVC, "sklearn-iris-predictor", namespace)
+    await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+    await admin.delete(KSVC, NAME, namespace)
 
-    async def gone() -> Object:
-        return {"remembered": bool(double.revisions(namespace, "sklearn-iris-predictor"))}
+    async def remembered() -> bool:
+        return bool(double.revisions(namespace, NAME))
 
-    await eventually(gone, lambda seen: not seen["remembered"])
+    await eventually(remembered, lambda seen: not seen, "the double to forget the Service")
     with pytest.raises(NotFound):
-        await admin.get(KSVC, "sklearn-iris-predictor", namespace)
+        await admin.get(KSVC, NAME, namespace)
 
 
-async def test_the_double_runs_as_its_own_process_and_stops_on_sigterm(
-    local_cluster: LocalCluster, admin: Client, namespace: str, tmp_path: Path
+# Pod readiness: the test plays kubelet and scheduler
+
+
+async def test_pods_mode_waits_for_a_ready_pod_and_mirrors_its_endpoints(
+    admin: Client, namespace: str, pods_double: KnativeServingDouble, fake_node: str
+) -> None:
+    revision = f"{NAME}-00001"
+    await admin.create(KSVC, ksvc_body(namespace), namespace)
+    pod = await pod_of(admin, namespace, revision)
+    ksvc = await ksvc_when(admin, namespace, NAME, generation_done)
+    assert verdict(ksvc, "Ready") == (
+        "Unknown",
+        "RevisionMissing",
+        f'Configuration "{NAME}" is waiting for a Revision to become ready.',
+    )
+    await bind(admin, pod, fake_node)
+    await write_pod_status(
+        admin,
+        pod,
+        running(True, "10.244.0.7", [container_status("kserve-container"), container_status("queue-proxy")]),
+    )
+    await ksvc_when(admin, namespace, NAME, ready_with(revision))
+
+    def served(endpoints: Object) -> bool:
+        return bool(endpoints.get("subsets"))
+
+    public = await eventually(lambda: admin.get(ENDPOINTS, revision, namespace), served, "mirrored endpoints")
+    (subset,) = public["subsets"]
+    assert [a["ip"] for a in subset["addresses"]] == ["10.244.0.7"]
+    assert sorted(p["port"] for p in subset["ports"]) == [8012, 8012, 8112]
+
+
+async def test_pods_mode_a_crash_loop_fails_the_revision_at_once(
+    admin: Client, namespace: str, pods_double: KnativeServingDouble, fake_node: str
+) -> None:
+    await admin.create(KSVC, ksvc_body(namespace), namespace)
+    pod = await pod_of(admin, namespace, f"{NAME}-00001")
+    await bind(admin, pod, fake_node)
+    crashing = container_status(
+        "kserve-container",
+        ready=False,
+        state={
+            "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}
+        },
+        last={"terminated": {"exitCode": 1, "reason": "Error", "message": "model not found"}},
+    )
+    await write_pod_status(
+        admin, pod, running(False, "10.244.0.8", [crashing, container_status("queue-proxy", ready=False)])
+    )
+    ksvc = await ksvc_when(admin, namespace, NAME, failed_with("Container failed with"))
+    assert verdict(ksvc, "ConfigurationsReady") == (
+        "False",
+        "RevisionFailed",
+        f'Revision "{NAME}-00001" failed with message: Container failed with: model not found.',
+    )
+    assert failure_reason(pods_double, namespace) == "ExitCode1"
+
+
+async def test_pods_mode_an_image_pull_failure_shows_after_config_deployments_progress_deadline(
+    admin: Client, namespace: str, pods_double: KnativeServingDouble, fake_node: str
+) -> None:
+    async with config_deployment(
+        admin, {"queue-sidecar-image": "registry.local/queue:test", "progress-deadline": "2s"}
+    ):
+
+        async def deadline() -> float:
+            return pods_double.deployment_config().progress_deadline
+
+        await eventually(deadline, lambda seconds: seconds == 2, "the double to read config-deployment")
+        await admin.create(KSVC, ksvc_body(namespace, image="kserve/sklearnserver:nope"), namespace)
+        deployment = (await deployments_when(admin, namespace, bool))[f"{NAME}-00001"]
+        assert deployment["spec"]["progressDeadlineSeconds"] == 2
+        queue = deployment["spec"]["template"]["spec"]["containers"][1]
+        assert queue["image"] == "registry.local/queue:test"
+        pod = await pod_of(admin, namespace, f"{NAME}-00001")
+        await bind(admin, pod, fake_node)
+        pulling = {
+            "waiting": {
+                "reason": "ImagePullBackOff",
+                "message": 'Back-off pulling image "kserve/sklearnserver:nope"',
+            }
+        }
+        status = running(
+            False, "10.244.0.9", [container_status("kserve-container", ready=False, state=pulling)]
+        )
+        status["phase"] = "Pending"
+        await write_pod_status(admin, pod, status)
+        ksvc = await ksvc_when(admin, namespace, NAME, failed_with("Back-off pulling image"))
+        assert verdict(ksvc, "ConfigurationsReady") == (
+            "False",
+            "RevisionFailed",
+            f'Revision "{NAME}-00001" failed with message: '
+            'Back-off pulling image "kserve/sklearnserver:nope".',
+        )
+        assert failure_reason(pods_double, namespace) == "ImagePullBackOff"
+
+        await admin.patch(
+            CONFIGMAPS,
+            "config-deployment",
+            {"data": {"queue-sidecar-image": "registry.local/queue:v2"}},
+            "knative-serving",
+        )
+
+        def rerolled(deployments: dict[str, Object]) -> bool:
+            containers = deployments[f"{NAME}-00001"]["spec"]["template"]["spec"]["containers"]
+            return bool(containers[1]["image"] == "registry.local/queue:v2")
+
+        await deployments_when(admin, namespace, rerolled)
+
+
+async def test_pods_mode_a_failing_storage_initializer_is_pod_initializing(
+    admin: Client, namespace: str, pods_double: KnativeServingDouble, fake_node: str
+) -> None:
+    body = ksvc_body(namespace)
+    body["spec"]["template"]["metadata"]["annotations"]["serving.knative.dev/progress-deadline"] = "2s"
+    await admin.create(KSVC, body, namespace)
+    pod = await pod_of(admin, namespace, f"{NAME}-00001")
+    await bind(admin, pod, fake_node)
+    status = running(
+        False,
+        "10.244.0.10",
+        [
+            container_status(
+                "kserve-container", ready=False, state={"waiting": {"reason": "PodInitializing"}}
+            ),
+            container_status("queue-proxy", ready=False, state={"waiting": {"reason": "PodInitializing"}}),
+        ],
+    )
+    status["phase"] = "Pending"
+    status["initContainerStatuses"] = [
+        container_status(
+            "storage-initializer",
+            ready=False,
+            state={"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+            last={"terminated": {"exitCode": 1, "reason": "Error", "message": "bucket not found"}},
+        )
+    ]
+    await write_pod_status(admin, pod, status)
+    ksvc = await ksvc_when(admin, namespace, NAME, failed_with("failed with message: ."))
+    assert verdict(ksvc, "ConfigurationsReady")[2] == f'Revision "{NAME}-00001" failed with message: .'
+    assert failure_reason(pods_double, namespace) == "PodInitializing"
+
+
+async def test_pods_mode_an_unschedulable_pod_fails_the_revision(
+    admin: Client, namespace: str, pods_double: KnativeServingDouble
+) -> None:
+    await admin.create(KSVC, ksvc_body(namespace), namespace)
+    pod = await pod_of(admin, namespace, f"{NAME}-00001")
+    message = "0/1 nodes are available: 1 Insufficient cpu."
+    await write_pod_status(
+        admin,
+        pod,
+        {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+            ],
+        },
+    )
+    ksvc = await ksvc_when(admin, namespace, NAME, failed_with("Insufficient cpu"))
+    assert (
+        verdict(ksvc, "ConfigurationsReady")[2] == f'Revision "{NAME}-00001" failed with message: {message}.'
+    )
+
+
+async def test_the_double_runs_as_its_own_process_with_pod_readiness_by_default(
+    local_cluster: LocalCluster, admin: Client, namespace: str, tmp_path: Path, fake_node: str
 ) -> None:
     proc = ManagerProcess(
         local_cluster.kubeconfig_path, tmp_path, module="e2e.knative_double", args=("--domain=proc.test",)
@@ -525,10 +844,15 @@ async def test_the_double_runs_as_its_own_process_and_stops_on_sigterm(
     try:
         await asyncio.to_thread(proc.wait_ready)
         await admin.create(KSVC, ksvc_body(namespace), namespace)
-        ksvc = await ksvc_when(
-            admin, namespace, "sklearn-iris-predictor", ready_with("sklearn-iris-predictor-00001")
+        pod = await pod_of(admin, namespace, f"{NAME}-00001")
+        ksvc = await ksvc_when(admin, namespace, NAME, generation_done)
+        assert condition(ksvc, "Ready")["status"] == "Unknown", "no ready pod yet"
+        await bind(admin, pod, fake_node)
+        await write_pod_status(
+            admin, pod, running(True, "10.244.0.11", [container_status("kserve-container")])
         )
-        assert ksvc["status"]["url"] == f"http://sklearn-iris-predictor.{namespace}.proc.test"
+        ksvc = await ksvc_when(admin, namespace, NAME, ready_with(f"{NAME}-00001"))
+        assert ksvc["status"]["url"] == f"http://{NAME}.{namespace}.proc.test"
         workers = proc.sample(
             "controller_runtime_max_concurrent_reconciles", controller="knative-serving-double"
         )
@@ -537,54 +861,3 @@ async def test_the_double_runs_as_its_own_process_and_stops_on_sigterm(
         assert await asyncio.to_thread(proc.wait, HANG_GUARD) == 0, proc.output()
     finally:
         proc.close()
-
-
-def test_child_names_longer_than_63_characters_are_shortened_with_a_hash() -> None:
-    assert child_name("sklearn-iris-predictor", "-00001") == "sklearn-iris-predictor-00001"
-    long_name = "a" * 60
-    shortened = child_name(long_name, "-00001")
-    assert len(shortened) == 63
-    assert shortened.endswith("-00001")
-    assert shortened != child_name("b" * 60, "-00001")
-    assert len(child_name("x", "-" + "y" * 70)) == 32
-
-
-def test_the_fail_switch_text_parses_into_reason_and_message() -> None:
-    assert Failure.parse("ExitCode1: boom: really") == Failure("ExitCode1", "boom: really")
-    assert Failure.parse("the model did not load") == Failure("RevisionFailed", "the model did not load")
-    assert Failure.parse("two words: message") == Failure("RevisionFailed", "two words: message")
-
-
-def test_conditions_keep_their_transition_time_while_unchanged() -> None:
-    ksvc: Object = {"metadata": {"name": "s", "namespace": "n", "generation": 1}}
-    history = History("uid", [Revision("s-00001", 1, template_hash({}), {})])
-    first = desired_status(ksvc, history, "example.com", "2024-01-01T00:00:00Z")
-    again = desired_status(dict(ksvc, status=first), history, "example.com", "2024-06-01T00:00:00Z")
-    assert again == first
-    history.add(Revision("s-00002", 2, "other", {}, Failure("X", "broken")))
-    failed = desired_status(dict(ksvc, status=first), history, "example.com", "2024-06-01T00:00:00Z")
-    times = {c["type"]: c["lastTransitionTime"] for c in failed["conditions"]}
-    assert times == {
-        "ConfigurationsReady": "2024-06-01T00:00:00Z",
-        "Ready": "2024-06-01T00:00:00Z",
-        "RoutesReady": "2024-01-01T00:00:00Z",
-    }
-
-
-def test_history_is_bounded_but_keeps_the_latest_ready_revision() -> None:
-    history = History("uid", [Revision("s-00001", 1, "h1", {})])
-    for n in range(2, MAX_HISTORY + 5):
-        history.add(Revision(f"s-{n:05d}", n, f"h{n}", {}, Failure("X", "broken")))
-    assert len(history.revisions) == MAX_HISTORY + 1
-    assert history.latest_ready is not None
-    assert history.latest_ready.name == "s-00001"
-    assert history.next_generation == MAX_HISTORY + 5
-    restored = History("uid", History.decode(history.encode()))
-    assert restored.revisions == history.revisions
-
-
-def test_invalid_domains_are_rejected_in_one_line() -> None:
-    with pytest.raises(ValueError, match="invalid domain 'Not A Domain'"):
-        KnativeServingDouble.validate("Not A Domain", "image")
-    with pytest.raises(ValueError, match="queue-proxy image"):
-        KnativeServingDouble.validate("example.com", " ")
