@@ -1,13 +1,14 @@
 # The two entry points a fresh machine needs (see README.md):
 #   make run    runs the manager (on a local control plane when no cluster is configured)
 #   make test   runs every check and test
-# Each does its own set-up: virtualenv, Python packages, control-plane binaries, Prometheus.
+# Each does its own set-up: virtualenv, Python packages, Kubernetes binaries, the node's Debian packages,
+# the image tools and Prometheus. Images are built (and cached) by the commands that need them.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck unit integration e2e-local e2e-kind images kind-load venv binaries prometheus bench clean
+.PHONY: run test lint typecheck unit integration e2e-local e2e-node node-images e2e-kind images kind-load venv binaries prometheus bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,8 @@ venv: $(BIN)/.installed
 
 binaries:
 	bash hack/provision-binaries.sh >/dev/null
+	bash hack/provision-node.sh >/dev/null
+	bash hack/provision-image-tools.sh >/dev/null
 
 prometheus:
 	bash hack/provision-prometheus.sh
@@ -35,16 +38,31 @@ typecheck: venv
 	$(BIN)/mypy
 
 unit: venv
-	$(BIN)/pytest -m "not cluster and not prometheus"
+	$(BIN)/pytest -m "not cluster and not prometheus and not images"
 
 integration: venv binaries prometheus
-	$(BIN)/pytest -m "cluster or prometheus"
+	$(BIN)/pytest -m "cluster or prometheus or images"
 
+E2E_FLAGS := -p no:cacheprovider -rfEs
+
+# The three pytest runs all run (each names its own failures); the target fails if any failed.
 test: venv binaries prometheus lint typecheck
-	$(BIN)/pytest
+	@status=0; \
+	$(BIN)/pytest || status=1; \
+	$(BIN)/pytest e2e/suite --target local $(E2E_FLAGS) || status=1; \
+	$(BIN)/pytest e2e/suite --target node $(E2E_FLAGS) || status=1; \
+	exit $$status
 
 e2e-local: venv binaries
-	$(BIN)/pytest e2e/suite --target local
+	$(BIN)/pytest e2e/suite --target local $(E2E_FLAGS)
+
+# The e2e suite on the local cluster's real node: manager Deployment, real pods, offline images.
+e2e-node: venv binaries
+	$(BIN)/pytest e2e/suite --target node $(E2E_FLAGS)
+
+# Build (or find in the cache) every image the local node runs, offline.
+node-images: venv binaries
+	$(BIN)/python -m e2e.images build
 
 # The kind path needs Docker, kind and internet access (not available in CI here).
 TAG          ?= latest

@@ -13,7 +13,7 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-1.20.2}"
 CACHE_ROOT="${KSERVE_PY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kserve-py}"
 DEST="$CACHE_ROOT/k8s/v$K8S_VERSION"
-WANT=(kube-apiserver kube-controller-manager)
+WANT=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 log() { printf 'provision: %s\n' "$*" >&2; }
 

@@ -1,4 +1,4 @@
-"""``kserve-localcluster up``: run the local control plane in the foreground until Ctrl-C or SIGTERM.
+"""``kserve-localcluster up [--node]``: run a local cluster in the foreground until Ctrl-C or SIGTERM.
 
 Lets a developer point kubectl (or the manager) at a real, disposable kube-apiserver without writing any
 Python; teardown on exit is as thorough as in the test fixtures.
@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start the cluster, print its kubeconfig, block until interrupted")
     up.add_argument("--dir", type=Path, help="work directory (kept afterwards); default: a temporary one")
     up.add_argument("--no-controller-manager", action="store_true", help="run only etcd and kube-apiserver")
+    up.add_argument(
+        "--node", action="store_true", help="also run a node (kubelet, containerd, kube-proxy, DNS)"
+    )
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)")
     return parser
 
@@ -49,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     cluster: LocalCluster | None = None
     try:
-        cluster = LocalCluster(args.dir, controller_manager=not args.no_controller_manager)
+        if args.node and args.no_controller_manager:
+            return _error("--node needs the controller manager")
+        cluster = LocalCluster(args.dir, controller_manager=not args.no_controller_manager, node=args.node)
         cluster.start(timeout=args.timeout)
         print(f"kubeconfig: {cluster.kubeconfig_path}")
         print(f"server:     {cluster.server}")

@@ -4,7 +4,8 @@
 machine, where no kubectl can be assumed. This module does what ``kubectl apply --server-side`` does for
 plain manifests: CustomResourceDefinitions first (waiting until each is Established, so objects of those
 kinds can follow), then Namespaces, then everything else in file order, each with server-side apply so
-re-applying is idempotent. Kustomize is not interpreted: ``kustomization.yaml`` files are skipped.
+re-applying is idempotent. Kustomize is not interpreted here: ``kustomization.yaml`` files are skipped;
+``kustomize()`` renders a base with kubectl's built-in kustomize (kubectl comes from ``binaries``).
 
 Plain HTTPS keeps this synchronous and dependency-free; the kubeconfig may authenticate with a bearer token
 (inline or file) or a client certificate.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -28,6 +30,7 @@ from typing import Any
 import yaml
 
 FIELD_MANAGER = "kserve-localcluster"
+KUSTOMIZE_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 SKIPPED_FILES = ("kustomization.yaml", "kustomization.yml")
@@ -264,3 +267,21 @@ def apply_manifests(
             applier.wait_established(crd)
         for manifest in namespaces + rest:
             applier.apply(manifest)
+
+
+def kustomize(kubectl: Path, base: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize base` as a list of objects."""
+    try:
+        done = subprocess.run(
+            [str(kubectl), "kustomize", str(base)],
+            capture_output=True,
+            text=True,
+            timeout=KUSTOMIZE_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ApplyError(f"kubectl kustomize {base} failed: {exc}") from exc
+    if done.returncode != 0:
+        first = (done.stderr.strip().splitlines() or ["(no output)"])[0]
+        raise ApplyError(f"kubectl kustomize {base} failed: {first}")
+    return [doc for doc in yaml.safe_load_all(done.stdout) if isinstance(doc, dict)]

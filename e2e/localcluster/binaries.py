@@ -1,10 +1,14 @@
-"""Find the etcd, kube-apiserver and kube-controller-manager binaries, provisioning them if needed.
+"""Find the local cluster's binaries, provisioning them if needed.
 
 Tests must run against the exact Kubernetes version KServe targets (v1.20.2), and a fresh machine has none of
 these binaries. Resolution is per binary so a developer can override one of them: ``$KUBEBUILDER_ASSETS``
 first (the envtest convention), then ``$PATH``, then the per-version user cache that
 ``hack/provision-binaries.sh`` fills. Only when something is still missing do we run that script, which
 installs etcd from Debian and builds the Kubernetes binaries from Debian's source package (minutes, once).
+
+A cluster with a node also needs kube-scheduler, kubelet and kube-proxy (same build) and the node's system
+tools, which come from Debian packages (``hack/provision-node.sh``): containerd, runc, the CNI plugins,
+iptables, conntrack, dnsmasq and util-linux's namespace tools.
 """
 
 from __future__ import annotations
@@ -18,6 +22,25 @@ from pathlib import Path
 
 K8S_VERSION = "1.20.2"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+NODE_COMPONENTS = ("kube-scheduler", "kubelet", "kube-proxy")
+NODE_TOOLS = (
+    "containerd",
+    "containerd-shim-runc-v2",
+    "runc",
+    "ctr",
+    "dnsmasq",
+    "iptables",
+    "conntrack",
+    "ip",
+    "nsenter",
+    "unshare",
+    "setpriv",
+)
+"""Found on PATH (and in the sbin directories, which a non-login PATH may lack)."""
+CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
+CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+"""Debian's containernetworking-plugins, then the upstream default."""
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROVISION_TIMEOUT_S = 3600.0
 
 
@@ -32,12 +55,28 @@ class Binaries:
     kube_controller_manager: Path
 
 
+@dataclass(frozen=True)
+class NodeBinaries:
+    kube_scheduler: Path
+    kubelet: Path
+    kube_proxy: Path
+    tools: dict[str, Path]
+    cni_bin_dir: Path
+
+    def tool(self, name: str) -> str:
+        return str(self.tools[name])
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
 def provision_script() -> Path:
     return repo_root() / "hack" / "provision-binaries.sh"
+
+
+def node_provision_script() -> Path:
+    return repo_root() / "hack" / "provision-node.sh"
 
 
 def cache_dir(version: str = K8S_VERSION) -> Path:
@@ -85,8 +124,8 @@ def kubectl() -> Path:
     return cached
 
 
-def _run_provisioning() -> Path:
-    script = provision_script()
+def _run_provisioning(script: Path | None = None) -> Path:
+    script = script or provision_script()
     if not script.is_file():
         raise BinariesError(f"provisioning script not found: {script}")
     lock_path = cache_dir().parent.parent / ".provision.lock"
@@ -138,3 +177,47 @@ def _require(found: dict[str, Path | None], name: str) -> Path:
     if path is None:
         raise BinariesError(f"{name} not found")
     return path
+
+
+def _system_tool(name: str) -> Path | None:
+    found = shutil.which(name) or shutil.which(name, path=SYSTEM_PATH)
+    return Path(found) if found else None
+
+
+def _cni_bin_dir() -> Path | None:
+    for directory in CNI_BIN_DIRS:
+        if all(_executable(Path(directory) / plugin) for plugin in CNI_PLUGINS):
+            return Path(directory)
+    return None
+
+
+def resolve_node_binaries(*, provision: bool = True) -> NodeBinaries:
+    """kube-scheduler, kubelet, kube-proxy and the node's system tools; provision what is missing."""
+    components = {name: find_binary(name) for name in NODE_COMPONENTS}
+    if any(path is None for path in components.values()):
+        if not provision:
+            missing = [name for name, path in components.items() if path is None]
+            raise BinariesError(f"missing {', '.join(missing)}: run {provision_script()}")
+        provisioned = _run_provisioning()
+        components = {name: path or provisioned / name for name, path in components.items()}
+    tools = {name: _system_tool(name) for name in NODE_TOOLS}
+    if any(path is None for path in tools.values()) or _cni_bin_dir() is None:
+        if not provision:
+            missing = [name for name, path in tools.items() if path is None]
+            raise BinariesError(
+                f"missing node tools {', '.join(missing) or 'CNI plugins'}: run {node_provision_script()}"
+            )
+        _run_provisioning(node_provision_script())
+        tools = {name: _system_tool(name) for name in NODE_TOOLS}
+    cni = _cni_bin_dir()
+    missing = [name for name, path in tools.items() if path is None]
+    missing += [name for name, path in components.items() if path is None or not _executable(path)]
+    if missing or cni is None:
+        raise BinariesError(f"still missing after provisioning: {', '.join(missing) or 'CNI plugins'}")
+    return NodeBinaries(
+        kube_scheduler=_require(components, "kube-scheduler"),
+        kubelet=_require(components, "kubelet"),
+        kube_proxy=_require(components, "kube-proxy"),
+        tools={name: _require(tools, name) for name in NODE_TOOLS},
+        cni_bin_dir=cni,
+    )

@@ -1,4 +1,10 @@
-"""A real, node-less Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+"""A real local Kubernetes cluster: a control plane on loopback, or a whole one-node cluster.
+
+API-only mode (the default, for fast tests): etcd, kube-apiserver and kube-controller-manager on loopback;
+pods are stored but never run. Node mode (``node=True``): the same control plane plus kube-scheduler, a
+kubelet with containerd, runc and CNI, kube-proxy and cluster DNS, all inside the node's own network and
+mount namespace (see ``node.py``); the API server listens on the node's address, which the host routes to,
+so pods run, Services work and the API server calls webhooks served by pods.
 
 The manager's hardest behaviour (watch expiry, apiserver restarts, RBAC, garbage collection, admission
 webhooks) only shows against the real thing, so tests, ``make run`` and e2e start these binaries as plain
@@ -23,6 +29,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -36,15 +43,45 @@ from typing import Any, Self
 
 import yaml
 
+from e2e.localcluster import node as nodecfg
 from e2e.localcluster.apply import decode_body
-from e2e.localcluster.binaries import Binaries, BinariesError, resolve_binaries
+from e2e.localcluster.binaries import (
+    Binaries,
+    BinariesError,
+    NodeBinaries,
+    resolve_binaries,
+    resolve_node_binaries,
+)
+from e2e.localcluster.node import NodeError, NodeNetwork, NodePaths, NodeSandbox
 from e2e.localcluster.pki import Pki, generate_pki
 
 ETCD = "etcd"
 APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
+SCHEDULER = "kube-scheduler"
+CONTAINERD = "containerd"
+KUBELET = "kubelet"
+KUBE_PROXY = "kube-proxy"
+DNSMASQ = "dnsmasq"
+DNS_FEEDER = "dns-feeder"
+STOP_ORDER = (
+    DNS_FEEDER,
+    DNSMASQ,
+    KUBE_PROXY,
+    KUBELET,
+    CONTAINERD,
+    SCHEDULER,
+    CONTROLLER_MANAGER,
+    APISERVER,
+    ETCD,
+)
+NODE_USER = f"system:node:{nodecfg.NODE_NAME}"
+KUBE_PROXY_USER = "system:kube-proxy"
+NODE_READY_TIMEOUT_S = 120.0
+IMAGE_IMPORT_TIMEOUT_S = 600.0
 
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"
+"""Room for thousands of Services: each Knative revision has two ClusterIPs."""
 SERVICE_IP = "10.0.0.1"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_USER = "admin"
@@ -79,6 +116,11 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
 def _failure(summary: str, log: Path) -> LocalClusterError:
     """First line: the summary and the log's last line (what a CLI prints); then the log's tail."""
     tail = _tail(log)
@@ -96,7 +138,11 @@ class LocalCluster:
         controller_manager: bool = True,
         extra_users: Sequence[str] = ("alice", "bob", "manager"),
         binaries: Binaries | None = None,
+        node: bool = False,
+        pause_image: tuple[str, Path] | None = None,
     ) -> None:
+        """``node``: run a node (see the module docstring). ``pause_image``: (ref, archive) of the sandbox
+        image; by default the one ``e2e.images`` builds."""
         for user in extra_users:
             if not user or "," in user or user == ADMIN_USER:
                 raise ValueError(f"invalid extra user name: {user!r}")
@@ -117,22 +163,54 @@ class LocalCluster:
         self._lock = threading.RLock()
         self._started = False
         self._stopped = False
+        self._node = node
+        self._pause_image = pause_image
+        self._node_binaries: NodeBinaries | None = None
+        self._sandbox: NodeSandbox | None = None
+        self._node_tokens = {NODE_USER: secrets.token_hex(24), KUBE_PROXY_USER: secrets.token_hex(24)}
         # Also covers a cluster that is created but never started: its temporary workdir must go too.
         atexit.register(self.stop)
 
     # ----- public attributes -------------------------------------------------------------------------
 
     @property
+    def host(self) -> str:
+        """Where the control plane listens: loopback, or the node's address in node mode."""
+        return self.network.node_ip if self._node else "127.0.0.1"
+
+    @property
     def server(self) -> str:
         if not self._apiserver_port:
             raise LocalClusterError("cluster not started")
-        return f"https://127.0.0.1:{self._apiserver_port}"
+        return f"https://{self.host}:{self._apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
         if not self._etcd_port:
             raise LocalClusterError("cluster not started")
-        return f"http://127.0.0.1:{self._etcd_port}"
+        return f"http://{self.host}:{self._etcd_port}"
+
+    @property
+    def has_node(self) -> bool:
+        return self._node
+
+    @property
+    def network(self) -> NodeNetwork:
+        """The node's addresses (node mode only)."""
+        if self._sandbox is None or self._sandbox.network is None:
+            raise LocalClusterError("this cluster has no node" if not self._node else "node not started")
+        return self._sandbox.network
+
+    @property
+    def node_paths(self) -> NodePaths:
+        return NodePaths(self.workdir / "node")
+
+    @property
+    def cgroup(self) -> str:
+        """The node's cgroup subtree name (node mode only)."""
+        if self._sandbox is None:
+            raise LocalClusterError("this cluster has no node")
+        return self._sandbox.cgroup
 
     @property
     def users(self) -> tuple[str, ...]:
@@ -227,17 +305,31 @@ class LocalCluster:
                 raise
 
     def _start(self, timeout: float) -> None:
-        if self._binaries is None:
-            try:
+        try:
+            if self._binaries is None:
                 self._binaries = resolve_binaries()
-            except BinariesError as exc:
-                raise LocalClusterError(str(exc)) from exc
-        deadline = time.monotonic() + timeout
+            if self._node and self._node_binaries is None:
+                self._node_binaries = resolve_node_binaries()
+        except BinariesError as exc:
+            raise LocalClusterError(str(exc)) from exc
         (self.workdir / "logs").mkdir(exist_ok=True)
-        self._pki = generate_pki(self.workdir / "pki", service_ip=SERVICE_IP)
+        pause = self._pause() if self._node else None
+        deadline = time.monotonic() + timeout
+        node_ip: str | None = None
+        service_ip = SERVICE_IP
+        if self._node_binaries is not None:
+            self._sandbox = NodeSandbox(self.workdir, self._node_binaries)
+            try:
+                self._sandbox.create()
+            except NodeError as exc:
+                raise LocalClusterError(f"cannot create the node: {exc}") from exc
+            self._etcd_port, self._apiserver_port = nodecfg.ETCD_PORT, nodecfg.APISERVER_PORT
+            node_ip, service_ip = self.network.node_ip, self.network.service_ip
+        else:
+            self._etcd_port = free_port()
+            self._apiserver_port = free_port()
+        self._pki = generate_pki(self.workdir / "pki", service_ip=service_ip, node_ip=node_ip)
         self._write_token_file()
-        self._etcd_port = free_port()
-        self._apiserver_port = free_port()
         self.write_kubeconfig(self.kubeconfig_path, ADMIN_USER, self.admin_token)
 
         self._argv[ETCD] = self._etcd_argv()
@@ -249,21 +341,37 @@ class LocalCluster:
         self._wait_until(APISERVER, deadline, self._apiserver_ready)
 
         if self._with_controller_manager:
-            kcm_port = free_port()
+            kcm_port = nodecfg.KCM_PORT if self._node else free_port()
             self._argv[CONTROLLER_MANAGER] = self._controller_manager_argv(kcm_port)
             self._spawn(CONTROLLER_MANAGER)
-            self._wait_until(CONTROLLER_MANAGER, deadline, lambda: self._kcm_healthy(kcm_port))
+            self._wait_until(CONTROLLER_MANAGER, deadline, lambda: self._https_healthy(kcm_port))
+        if pause is not None:
+            self._start_node(max(deadline, time.monotonic() + NODE_READY_TIMEOUT_S), pause)
 
     def stop(self) -> None:
-        """Terminate every process group (SIGTERM, then SIGKILL), remove a temporary workdir. Idempotent."""
+        """Terminate every process group (SIGTERM, then SIGKILL); with a node, kill its pods and remove its
+        namespaces, link and cgroups; remove a temporary workdir. Idempotent. Raises LocalClusterError if
+        the node could not be removed completely (after doing all it could)."""
         with self._lock:
-            for name in (CONTROLLER_MANAGER, APISERVER, ETCD):
+            problem = ""
+            for name in STOP_ORDER:
+                if name == CONTAINERD and self._sandbox is not None and self._sandbox.cgroup:
+                    # Containers first: containerd's shims outlive containerd, their containers too.
+                    with contextlib.suppress(NodeError):
+                        nodecfg.kill_processes(f"{self._sandbox.cgroup}/kubepods")
                 self._terminate(name, kill=False)
+            if self._sandbox is not None:
+                try:
+                    self._sandbox.destroy()
+                except NodeError as exc:
+                    problem = f"the node was not removed completely: {exc}"
             if not self._stopped:
                 self._stopped = True
                 atexit.unregister(self.stop)
                 if self._owns_workdir:
                     shutil.rmtree(self.workdir, ignore_errors=True)
+            if problem:
+                raise LocalClusterError(problem)
 
     def __enter__(self) -> Self:
         if not self._started:
@@ -325,6 +433,185 @@ class LocalCluster:
                     raise
             return revision
 
+    # ----- the node ---------------------------------------------------------------------------------------
+
+    def node_command(self, argv: Sequence[str]) -> list[str]:
+        """`argv` as a command that runs inside the node's network and mount namespace."""
+        if self._sandbox is None:
+            raise LocalClusterError("this cluster has no node")
+        return self._sandbox.command(argv, in_cgroup=False)
+
+    def load_images(self, archives: Sequence[Path]) -> None:
+        """Import image archives (docker-archive or OCI) into the node's containerd, keeping their refs."""
+        for archive in archives:
+            done = self._ctr("images", "import", str(archive), timeout=IMAGE_IMPORT_TIMEOUT_S)
+            if done.returncode != 0:
+                raise LocalClusterError(f"cannot import {archive} into the node: {_last_line(done.stderr)}")
+
+    def tag_image(self, source: str, target: str) -> None:
+        """Give an image of the node a further ref (as `docker tag` would)."""
+        done = self._ctr("images", "tag", "--force", source, target)
+        if done.returncode != 0:
+            raise LocalClusterError(f"cannot tag {source} as {target}: {_last_line(done.stderr)}")
+
+    def images(self) -> list[str]:
+        """The image refs the node's containerd holds."""
+        done = self._ctr("images", "list", "--quiet")
+        if done.returncode != 0:
+            raise LocalClusterError(f"cannot list the node's images: {_last_line(done.stderr)}")
+        return [line for line in done.stdout.splitlines() if line and not line.startswith("sha256:")]
+
+    def _ctr(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        if self._node_binaries is None:
+            raise LocalClusterError("this cluster has no node")
+        socket_path = str(self.node_paths.containerd_socket)
+        argv = [self._node_binaries.tool("ctr"), "--address", socket_path, "--namespace", "k8s.io", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def _pause(self) -> tuple[str, Path]:
+        if self._pause_image is not None:
+            return self._pause_image
+        from e2e.images import ImageBuildError, build_images
+
+        try:
+            built = build_images(["pause"])["pause"]
+        except ImageBuildError as exc:
+            raise LocalClusterError(f"cannot build the node's pause image: {exc}") from exc
+        self._pause_image = (built.ref, built.archive)
+        return self._pause_image
+
+    def _start_node(self, deadline: float, pause: tuple[str, Path]) -> None:
+        """kube-scheduler, cluster DNS, containerd (with the pause image), kubelet and kube-proxy; wait until
+        the Node is Ready, kube-proxy has synced and DNS answers."""
+        tools, pki = self._node_binaries, self._pki
+        if tools is None or pki is None:
+            raise LocalClusterError("node binaries and PKI are not prepared")
+        paths, net = self.node_paths, self.network
+        for directory in (paths.cni_conf_dir, paths.cni_ipam_dir, paths.dns_dir, paths.kubelet_certs):
+            directory.mkdir(parents=True, exist_ok=True)
+
+        self._argv[SCHEDULER] = [
+            str(tools.kube_scheduler),
+            f"--kubeconfig={self.kubeconfig_path}",
+            f"--authentication-kubeconfig={self.kubeconfig_path}",
+            f"--authorization-kubeconfig={self.kubeconfig_path}",
+            f"--bind-address={net.node_ip}",
+            f"--secure-port={nodecfg.SCHEDULER_PORT}",
+            "--port=0",
+            f"--tls-cert-file={pki.controller_manager_cert}",
+            f"--tls-private-key-file={pki.controller_manager_key}",
+            "--leader-elect=false",
+            "--profiling=false",
+        ]
+        self._spawn(SCHEDULER)
+        self._wait_until(SCHEDULER, deadline, lambda: self._https_healthy(nodecfg.SCHEDULER_PORT))
+
+        paths.containerd_config.write_text(nodecfg.containerd_config(paths, pause[0], tools.cni_bin_dir))
+        self._argv[CONTAINERD] = [tools.tool("containerd"), f"--config={paths.containerd_config}"]
+        self._spawn(CONTAINERD)
+        self._wait_until(CONTAINERD, deadline, lambda: self._ctr("version", timeout=5).returncode == 0)
+        self.load_images([pause[1]])
+        (paths.cni_conf_dir / "10-kserve-node.conflist").write_text(
+            json.dumps(nodecfg.cni_config(net, paths), indent=2)
+        )
+
+        paths.resolv_conf.write_text(f"nameserver {net.dns_ip}\n")
+        paths.kubelet_config.write_text(
+            yaml.safe_dump(nodecfg.kubelet_config(net, paths, pki.ca_cert, self.cgroup))
+        )
+        node_kubeconfig = paths.root / "kubelet.kubeconfig"
+        self.write_kubeconfig(node_kubeconfig, NODE_USER, self._node_tokens[NODE_USER])
+        self._argv[KUBELET] = [
+            str(tools.kubelet),
+            f"--config={paths.kubelet_config}",
+            f"--kubeconfig={node_kubeconfig}",
+            f"--hostname-override={nodecfg.NODE_NAME}",
+            f"--node-ip={net.node_ip}",
+            "--container-runtime=remote",
+            f"--container-runtime-endpoint=unix://{paths.containerd_socket}",
+            f"--pod-infra-container-image={pause[0]}",
+            f"--cert-dir={paths.kubelet_certs}",
+            "--v=1",
+        ]
+        self._spawn(KUBELET)
+
+        proxy_kubeconfig = paths.root / "kube-proxy.kubeconfig"
+        self.write_kubeconfig(proxy_kubeconfig, KUBE_PROXY_USER, self._node_tokens[KUBE_PROXY_USER])
+        paths.kube_proxy_config.write_text(yaml.safe_dump(nodecfg.kube_proxy_config(net, proxy_kubeconfig)))
+        self._argv[KUBE_PROXY] = [str(tools.kube_proxy), f"--config={paths.kube_proxy_config}"]
+        self._spawn(KUBE_PROXY)
+
+        self._create_dns_service()
+        self._argv[DNSMASQ] = nodecfg.dnsmasq_argv(
+            tools.tool("dnsmasq"), net, paths, self.log_path("dnsmasq-queries")
+        )
+        self._spawn(DNSMASQ)
+        self._argv[DNS_FEEDER] = [
+            sys.executable,
+            "-m",
+            "e2e.localcluster.dns",
+            f"--kubeconfig={self.kubeconfig_path}",
+            f"--hosts-file={paths.dns_hosts}",
+            f"--domain={nodecfg.CLUSTER_DOMAIN}",
+        ]
+        self._spawn(DNS_FEEDER)
+
+        self._wait_until(KUBELET, deadline, self._node_ready)
+        self._wait_until(KUBE_PROXY, deadline, self._kube_proxy_healthy)
+        kubernetes = f"kubernetes.default.svc.{nodecfg.CLUSTER_DOMAIN}"
+        self._wait_until(
+            DNS_FEEDER, deadline, lambda: nodecfg.dns_query(net.node_ip, kubernetes) == [net.service_ip]
+        )
+
+    def _create_dns_service(self) -> None:
+        """`kube-system/kube-dns` at the kubelet's clusterDNS address, its endpoint the node's dnsmasq."""
+        net = self.network
+        ports = [("dns", "UDP"), ("dns-tcp", "TCP")]
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+            "spec": {
+                "clusterIP": net.dns_ip,
+                "ports": [{"name": n, "port": 53, "protocol": p, "targetPort": 53} for n, p in ports],
+            },
+        }
+        endpoints = {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+            "subsets": [
+                {
+                    "addresses": [{"ip": net.node_ip}],
+                    "ports": [{"name": n, "port": 53, "protocol": p} for n, p in ports],
+                }
+            ],
+        }
+        for path, body in (
+            ("/api/v1/namespaces/kube-system/services", service),
+            ("/api/v1/namespaces/kube-system/endpoints", endpoints),
+        ):
+            status, reply = self.request("POST", path, body)
+            if status not in (201, 409):
+                detail = reply.get("message", reply)
+                raise LocalClusterError(f"cannot create kube-dns: HTTP {status}: {detail}")
+
+    def _node_ready(self) -> bool:
+        status, node = self.request("GET", f"/api/v1/nodes/{nodecfg.NODE_NAME}", timeout=HTTP_TIMEOUT_S)
+        if status != 200:
+            return False
+        conditions = (node.get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+    def _kube_proxy_healthy(self) -> bool:
+        url = f"http://{self.network.node_ip}:{nodecfg.KUBE_PROXY_HEALTHZ_PORT}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return False
+
     # ----- internals -----------------------------------------------------------------------------------
 
     def _require_running(self) -> None:
@@ -333,6 +620,8 @@ class LocalCluster:
 
     def _spawn(self, name: str) -> None:
         argv = self._argv[name]
+        if self._sandbox is not None and name != DNS_FEEDER:
+            argv = self._sandbox.command(argv)
         prefix: list[str] = []
         setpriv = shutil.which("setpriv")
         # PDEATHSIG fires when the forking *thread* exits, so only use it from the main thread.
@@ -405,8 +694,9 @@ class LocalCluster:
             exc.close()
             return False
 
-    def _kcm_healthy(self, port: int) -> bool:
-        url = f"https://127.0.0.1:{port}/healthz"
+    def _https_healthy(self, port: int) -> bool:
+        """A control-plane component's /healthz (its certificate is signed by our CA)."""
+        url = f"https://{self.host}:{port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S, context=self.ssl_context()) as resp:
                 return bool(resp.status == 200)
@@ -435,6 +725,9 @@ class LocalCluster:
     def _write_token_file(self) -> None:
         lines = [f'{self.admin_token},{ADMIN_USER},{ADMIN_USER},"system:masters"']
         lines += [f"{token},{user},{user}" for user, token in self._user_tokens.items()]
+        if self._node:
+            lines.append(f'{self._node_tokens[NODE_USER]},{NODE_USER},{NODE_USER},"system:nodes"')
+            lines.append(f"{self._node_tokens[KUBE_PROXY_USER]},{KUBE_PROXY_USER},{KUBE_PROXY_USER}")
         path = self.workdir / "tokens.csv"
         path.write_text("\n".join(lines) + "\n")
         path.chmod(0o600)
@@ -446,7 +739,7 @@ class LocalCluster:
 
     def _etcd_argv(self) -> list[str]:
         binaries, _ = self._prepared()
-        peer_url = f"http://127.0.0.1:{free_port()}"
+        peer_url = f"http://127.0.0.1:{2380 if self._node else free_port()}"
         return [
             str(binaries.etcd),
             "--name=localcluster",
@@ -464,8 +757,8 @@ class LocalCluster:
         return [
             str(binaries.kube_apiserver),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={'0.0.0.0' if self._node else '127.0.0.1'}",
+            f"--advertise-address={self.host}",
             f"--secure-port={self._apiserver_port}",
             "--insecure-port=0",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
@@ -484,11 +777,24 @@ class LocalCluster:
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--service-cluster-ip-range={self.network.service_cidr if self._node else SERVICE_CIDR}",
             # The 1.20 defaults already include both webhook plugins; naming them documents the dependency.
-            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+            "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
+            + (",NodeRestriction" if self._node else ""),
             "--allow-privileged=true",
             "--profiling=false",
+            *self._apiserver_node_args(pki),
+        ]
+
+    def _apiserver_node_args(self, pki: Pki) -> list[str]:
+        """With a node: the client certificate for the kubelet's API (logs, exec, port-forward), reached at
+        the node's InternalIP (the node has no resolvable host name)."""
+        if not self._node:
+            return []
+        return [
+            f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+            f"--kubelet-client-key={pki.kubelet_client_key}",
+            "--kubelet-preferred-address-types=InternalIP",
         ]
 
     def _controller_manager_argv(self, port: int) -> list[str]:
@@ -499,7 +805,7 @@ class LocalCluster:
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.host}",
             f"--secure-port={port}",
             "--port=0",
             f"--tls-cert-file={pki.controller_manager_cert}",
@@ -509,6 +815,10 @@ class LocalCluster:
             f"--cluster-signing-cert-file={pki.ca_cert}",
             f"--cluster-signing-key-file={pki.ca_key}",
             "--use-service-account-credentials=false",
+            # Client-go's default (20 qps) makes the garbage collector and ReplicaSet controller the
+            # bottleneck of tests that create or delete hundreds of objects.
+            "--kube-api-qps=100",
+            "--kube-api-burst=200",
             "--controllers=*",
             "--leader-elect=false",
             "--profiling=false",

@@ -1,9 +1,11 @@
 """Options and fixtures of the e2e suite.
 
-`--target local` (default) builds the offline deployment (see `e2e.suite.env.LocalEnv`); `--target kind`
-uses the cluster in `--kubeconfig` / `$KUBECONFIG` as prepared by e2e/kind/setup.sh. One deployment serves
-the whole session; each test gets a fresh namespace. Diagnostics go to `--artifacts-dir` (default: a
-temporary directory, removed when every test passed and kept, with its path printed, otherwise).
+`--target local` (default) builds the offline, node-less deployment (see `e2e.suite.env.LocalEnv`);
+`--target node` the offline deployment on the local cluster's real node (`e2e.suite.node_env.NodeEnv`);
+`--target kind` uses the cluster in `--kubeconfig` / `$KUBECONFIG` as prepared by e2e/kind/setup.sh.
+One deployment serves the whole session; each test gets a fresh namespace (prepared by the target, e.g. with
+model credentials). Diagnostics go to `--artifacts-dir` (default: a temporary directory, removed when every
+test passed and kept, with its path printed, otherwise).
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ from e2e.localcluster.apply import ApplyError
 from e2e.localcluster.cluster import LocalClusterError
 from e2e.suite.env import Env, EnvError, KindEnv, LocalEnv, make_artifacts_dir
 from e2e.suite.manifests import RenderError
+from e2e.suite.node_env import NodeEnv
 from manager.client import NAMESPACES, Client, load_client
 from manager.errors import ApiError, NotFound
 
-TARGETS = ("local", "kind")
+TARGETS = ("local", "node", "kind")
 ARTIFACTS_KEY = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("e2e", "KServe e2e suite")
-    group.addoption("--target", choices=TARGETS, default="local", help="local control plane or kind [local]")
+    group.addoption(
+        "--target", choices=TARGETS, default="local", help="local control plane, local node or kind [local]"
+    )
     group.addoption(
         "--kubeconfig", default=None, help="cluster for --target kind [$KUBECONFIG]; local mode makes its own"
     )
@@ -44,10 +49,10 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
     target = str(config.getoption("--target"))
     artifacts, created = make_artifacts_dir(config.getoption("--artifacts-dir"))
     environment: Env
-    if target == "local":
+    if target in ("local", "node"):
         if config.getoption("--kubeconfig"):
-            pytest.exit("--kubeconfig is for --target kind: local mode starts its own control plane", 4)
-        environment = LocalEnv(artifacts)
+            pytest.exit(f"--kubeconfig is for --target kind: {target} mode starts its own cluster", 4)
+        environment = LocalEnv(artifacts) if target == "local" else NodeEnv(artifacts)
     else:
         kubeconfig = config.getoption("--kubeconfig") or os.environ.get("KUBECONFIG")
         if not kubeconfig or not Path(kubeconfig).is_file():
@@ -93,9 +98,10 @@ def _namespace_name(test_name: str) -> str:
 
 
 @pytest.fixture
-async def namespace(admin: Client, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def namespace(env: Env, admin: Client, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     name = _namespace_name(request.node.name)
     await admin.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    await env.prepare_namespace(admin, name)
     try:
         yield name
     finally:

@@ -18,6 +18,8 @@ import abc
 import asyncio
 import base64
 import contextlib
+import copy
+import json
 import os
 import shutil
 import socket
@@ -29,18 +31,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from e2e.localcluster.apply import apply_manifests
+import yaml
+
+from apis.resources import INFERENCE_SERVICES
+from e2e.localcluster.apply import apply_manifests, kustomize
 from e2e.localcluster.binaries import kubectl as local_kubectl
 from e2e.localcluster.cluster import LocalCluster, free_port
 from e2e.suite.manifests import (
     MANAGER_NAMESPACE,
     in_namespace,
-    kustomize,
     unpatched_webhook_configurations,
     url_webhook_configurations,
     write_manifests,
 )
-from e2e.suite.processes import ChildProcess, ManagerProcess, http_get
+from e2e.suite.processes import ChildProcess, ManagerProcess, http_get, http_post_json
+from e2e.suite.support import SKLEARN_IRIS, sklearn_isvc
 from e2e.suite.tcpproxy import TcpForwarder
 from manager.client import LEASES, Client, Object
 from manager.errors import NotFound
@@ -50,12 +55,8 @@ REPO = Path(__file__).resolve().parents[2]
 MANAGER_SA = "kserve-controller-manager"
 MANAGER_DEPLOYMENT = "kserve-controller-manager"
 MANAGER_USER = f"system:serviceaccount:{MANAGER_NAMESPACE}:{MANAGER_SA}"
-MANAGER_GROUPS = (
-    "system:serviceaccounts",
-    f"system:serviceaccounts:{MANAGER_NAMESPACE}",
-    "system:authenticated",
-)
 MANAGER_METRICS_PORT = 8080
+MANAGER_SELECTOR = "control-plane=kserve-controller-manager"
 DOMAIN = "example.com"
 LOCAL_BASES = ("crd", "local", "configmap", "runtimes", "rbac")
 # Short leases keep the SIGKILL failover test quick; the defaults (15 s) only make it slower.
@@ -93,6 +94,59 @@ class Env(abc.ABC):
     namespace = MANAGER_NAMESPACE
     domain = DOMAIN
     ready_timeout: float
+    runs_pods = False
+    """Whether containers really run here (kind, node): predictions, logs and exec only work there."""
+    model_uri = SKLEARN_IRIS
+    model_service_account: str | None = None
+    predictor_resources: Object | None = None
+    """Requests/limits for the model container, when the runtime's own do not fit the target."""
+
+    def isvc(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        annotations: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        **predictor: Any,
+    ) -> Object:
+        """The sklearn iris InferenceService, with this target's model location and resources."""
+        if self.model_service_account:
+            predictor.setdefault("serviceAccountName", self.model_service_account)
+        obj = sklearn_isvc(
+            namespace, name, annotations=annotations, labels=labels, storage_uri=self.model_uri, **predictor
+        )
+        if self.predictor_resources:
+            obj["spec"]["predictor"]["model"].setdefault("resources", copy.deepcopy(self.predictor_resources))
+        return obj
+
+    @abc.abstractmethod
+    async def prepare_namespace(self, admin: Client, namespace: str) -> None:
+        """Give a fresh test namespace what this target's InferenceServices need (e.g. credentials)."""
+
+    async def predict(
+        self,
+        admin: Client,
+        namespace: str,
+        name: str,
+        payload: Object,
+        *,
+        protocol: str = "v1",
+        revision: str | None = None,
+    ) -> tuple[int, Any]:
+        """POST `payload` to the model `name` through its predictor revision's Service (the latest ready
+        revision unless `revision` is given): `/v1/models/<name>:predict` or `/v2/models/<name>/infer`."""
+        if not self.runs_pods:
+            raise EnvError(f"{self.target} mode runs no containers: nothing can answer a prediction")
+        if revision is None:
+            isvc = await admin.get(INFERENCE_SERVICES, name, namespace)
+            revision = str(isvc["status"]["components"]["predictor"]["latestReadyRevision"])
+        path = f"/v1/models/{name}:predict" if protocol == "v1" else f"/v2/models/{name}/infer"
+        return await asyncio.to_thread(self.post_to_service, namespace, f"{revision}-private", path, payload)
+
+    def post_to_service(self, namespace: str, service: str, path: str, payload: Object) -> tuple[int, Any]:
+        """POST JSON to port 80 of a Service; (status, decoded body)."""
+        raise EnvError(f"{self.target} mode cannot reach Services")
 
     @property
     def is_kind(self) -> bool:
@@ -123,8 +177,12 @@ class Env(abc.ABC):
         """Restart every manager replica (graceful), and wait until one leads again."""
 
     @abc.abstractmethod
-    def manager_kubeconfig(self) -> Path | None:
-        """A kubeconfig authenticating as the manager's ServiceAccount, when the target has one."""
+    def manager_kubeconfig(self) -> Path:
+        """A kubeconfig authenticating as the manager's ServiceAccount."""
+
+    @abc.abstractmethod
+    def manager_logs(self) -> dict[str, str]:
+        """The log of every manager replica that ran during the session, by replica name."""
 
     @abc.abstractmethod
     def collect(self, reason: str) -> None:
@@ -191,7 +249,14 @@ class LocalEnv(Env):
         self.start_manager().wait_ready()
         self.double = ChildProcess(
             "knative-double",
-            [sys.executable, "-m", "e2e.knative_double", f"--kubeconfig={self.kubeconfig}"],
+            [
+                sys.executable,
+                "-m",
+                "e2e.knative_double",
+                f"--kubeconfig={self.kubeconfig}",
+                # No node: a revision is ready once its pods were admitted.
+                "--revision-readiness=deployment",
+            ],
             self.log_dir,
             {k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
             REPO,
@@ -276,8 +341,14 @@ class LocalEnv(Env):
 
     # operations
 
+    async def prepare_namespace(self, admin: Client, namespace: str) -> None:
+        """Nothing: no pod runs, so no model is downloaded and no credentials are needed."""
+
     def manager_kubeconfig(self) -> Path:
         return self.sa_kubeconfig
+
+    def manager_logs(self) -> dict[str, str]:
+        return {m.name: m.log_path.read_text(errors="replace") for m in [*self.managers, *self.retired]}
 
     def leader(self) -> ManagerProcess:
         leader: ManagerProcess = until(self._leader, 60, "a manager replica leads")
@@ -332,30 +403,66 @@ class LocalEnv(Env):
         self.cluster.stop()
 
 
-# ----- kind ---------------------------------------------------------------------------------------------
+# ----- a manager Deployment in a real cluster (kind, or the local node) ------------------------------------
 
 
-class KindEnv(Env):
-    """A cluster prepared by e2e/kind/setup.sh: the manager Deployment, real Knative and Istio."""
+class DeployedEnv(Env):
+    """A cluster where the manager runs as the shipped Deployment: failover is deleting the leader's Pod,
+    a restart is a rollout restart, and metrics come through a port-forward to the leader's Pod."""
 
-    target = "kind"
-    ready_timeout = 600.0
+    _retired_logs: dict[str, str]
 
-    def __init__(self, kubeconfig: Path, kubectl: str, artifacts: Path) -> None:
-        self.kubeconfig = kubeconfig
-        self.kubectl = kubectl
-        self.artifacts = artifacts
+    def manager_kubeconfig(self) -> Path:
+        """A kubeconfig with a token of the manager's ServiceAccount from the TokenRequest API (Kubernetes
+        1.20 and later), for the cluster the admin kubeconfig names."""
+        path = self.artifacts / "manager-sa.kubeconfig"
+        if path.is_file():
+            return path
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
+        body = self.artifacts / "token-request.json"
+        body.write_text(json.dumps(request))
+        account = f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{MANAGER_SA}/token"
+        done = self.run_kubectl("create", "--raw", account, "-f", str(body))
+        if done.returncode != 0:
+            raise EnvError(f"cannot get a token of {MANAGER_USER}: {done.stderr.strip()}")
+        token = json.loads(done.stdout)["status"]["token"]
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        context = config["contexts"][0]
+        context["context"]["user"] = MANAGER_SA
+        config["contexts"] = [context]
+        config["current-context"] = context["name"]
+        config["users"] = [{"name": MANAGER_SA, "user": {"token": token}}]
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
 
-    def start(self) -> None:
-        if shutil.which(self.kubectl) is None and not Path(self.kubectl).is_file():
-            raise EnvError(f"kubectl not found: {self.kubectl}")
-        self._rollout("the manager Deployment is not rolled out (run e2e/kind/setup.sh)")
+    def _manager_pods(self) -> list[str]:
+        done = self.run_kubectl(
+            "-n",
+            self.namespace,
+            "get",
+            "pods",
+            "-l",
+            MANAGER_SELECTOR,
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        )
+        return done.stdout.split()
 
-    def manager_kubeconfig(self) -> None:
-        return None
+    def _pod_log(self, pod: str) -> str:
+        return self.run_kubectl("-n", self.namespace, "logs", pod, "--all-containers").stdout
 
-    def close(self) -> None:
-        """Nothing to release: the cluster belongs to setup.sh/teardown.sh."""
+    def _retire(self, pods: Sequence[str]) -> None:
+        """Keep the logs of manager pods about to go (a deleted pod's log goes with it)."""
+        if not hasattr(self, "_retired_logs"):
+            self._retired_logs = {}
+        for pod in pods:
+            self._retired_logs[pod] = self._pod_log(pod)
+
+    def manager_logs(self) -> dict[str, str]:
+        logs = dict(getattr(self, "_retired_logs", {}))
+        logs.update({pod: self._pod_log(pod) for pod in self._manager_pods()})
+        return logs
 
     def _leader_pod(self) -> str:
         done = self.run_kubectl(
@@ -398,6 +505,25 @@ class KindEnv(Env):
                 proc.kill()
                 proc.wait(10)
 
+    runs_pods = True
+
+    def pod_exec(self, namespace: str, pod: str, container: str, *argv: str) -> str:
+        """Run `argv` in a container of a running pod (kubectl exec); its standard output."""
+        done = self.run_kubectl("-n", namespace, "exec", pod, "-c", container, "--", *argv)
+        if done.returncode != 0:
+            raise EnvError(f"exec in {namespace}/{pod}/{container} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def logs(self, namespace: str, pod: str, container: str, *, previous: bool = False) -> str:
+        """A container's log (kubectl logs), with kubectl's error text when there is none."""
+        args = ["-n", namespace, "logs", pod, "-c", container, *(["--previous"] if previous else [])]
+        done = self.run_kubectl(*args)
+        return done.stdout + done.stderr
+
+    def post_to_service(self, namespace: str, service: str, path: str, payload: Object) -> tuple[int, Any]:
+        with self.port_forward(namespace, f"svc/{service}", 80) as port:
+            return http_post_json(f"http://127.0.0.1:{port}{path}", payload, timeout=60)
+
     def manager_metrics(self, leader_only: bool = True) -> str:
         pod = self._leader_pod()
         with self.port_forward(self.namespace, f"pod/{pod}", MANAGER_METRICS_PORT) as port:
@@ -422,6 +548,7 @@ class KindEnv(Env):
     async def fail_over(self, admin: Client) -> tuple[str, str]:
         old = await lease_holder(admin)
         pod = old.split("_", 1)[0]
+        self._retire([pod])
         done = self.run_kubectl(
             "-n", self.namespace, "delete", "pod", pod, "--grace-period=0", "--force", "--wait=false"
         )
@@ -432,6 +559,7 @@ class KindEnv(Env):
         return old, new
 
     async def restart_all(self, admin: Client) -> None:
+        self._retire(self._manager_pods())
         done = self.run_kubectl(
             "-n", self.namespace, "rollout", "restart", f"deployment/{MANAGER_DEPLOYMENT}"
         )
@@ -452,7 +580,7 @@ class KindEnv(Env):
             ("get-all.txt", ("get", "all,inferenceservices,ksvc,virtualservices", "-A", "-o", "wide")),
             ("events.txt", ("get", "events", "-A", "--sort-by=.lastTimestamp")),
             ("describe-isvc.txt", ("describe", "inferenceservices", "-A")),
-            ("describe-manager.txt", ("-n", self.namespace, "describe", "pods")),
+            ("describe-pods.txt", ("describe", "pods", "-A")),
             (
                 "manager.log",
                 (
@@ -469,6 +597,29 @@ class KindEnv(Env):
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 done = self.run_kubectl(*args)
                 (self.artifacts / name).write_text(f"# {reason}\n{done.stdout}{done.stderr}")
+
+
+class KindEnv(DeployedEnv):
+    """A cluster prepared by e2e/kind/setup.sh: the manager Deployment, real Knative and Istio."""
+
+    target = "kind"
+    ready_timeout = 600.0
+
+    def __init__(self, kubeconfig: Path, kubectl: str, artifacts: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.kubectl = kubectl
+        self.artifacts = artifacts
+
+    def start(self) -> None:
+        if shutil.which(self.kubectl) is None and not Path(self.kubectl).is_file():
+            raise EnvError(f"kubectl not found: {self.kubectl}")
+        self._rollout("the manager Deployment is not rolled out (run e2e/kind/setup.sh)")
+
+    async def prepare_namespace(self, admin: Client, namespace: str) -> None:
+        """Nothing: the samples' model is public (gs://kfserving-examples)."""
+
+    def close(self) -> None:
+        """Nothing to release: the cluster belongs to setup.sh/teardown.sh."""
 
 
 def _accepts(port: int) -> bool:

@@ -11,7 +11,6 @@ ones the manager's self-signed mode patches (`webhooks.certs`), or the API serve
 from __future__ import annotations
 
 import copy
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import yaml
 
 from webhooks.certs import MUTATING_CONFIGS, VALIDATING_CONFIGS
 
-KUSTOMIZE_TIMEOUT_S = 60.0
 MANAGER_NAMESPACE = "kserve"
 CLUSTER_SCOPED = frozenset(
     {
@@ -43,24 +41,6 @@ Manifest = dict[str, Any]
 
 class RenderError(RuntimeError):
     """A base could not be built."""
-
-
-def kustomize(kubectl: Path, base: Path) -> list[Manifest]:
-    """`kubectl kustomize base` as a list of objects."""
-    try:
-        done = subprocess.run(
-            [str(kubectl), "kustomize", str(base)],
-            capture_output=True,
-            text=True,
-            timeout=KUSTOMIZE_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RenderError(f"kubectl kustomize {base} failed: {exc}") from exc
-    if done.returncode != 0:
-        first = (done.stderr.strip().splitlines() or ["(no output)"])[0]
-        raise RenderError(f"kubectl kustomize {base} failed: {first}")
-    return [doc for doc in yaml.safe_load_all(done.stdout) if isinstance(doc, dict)]
 
 
 def in_namespace(objects: Iterable[Manifest], namespace: str = MANAGER_NAMESPACE) -> list[Manifest]:

@@ -8,6 +8,7 @@ manager's ports and reads its Prometheus metrics, which is how the suite tells w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,6 +37,28 @@ def http_get(url: str, timeout: float = HTTP_TIMEOUT_S) -> tuple[int, str]:
         body = exc.read().decode(errors="replace")
         exc.close()
         return exc.code, body
+
+
+def http_post_json(
+    url: str, payload: object, timeout: float = HTTP_TIMEOUT_S, headers: Mapping[str, str] | None = None
+) -> tuple[int, Any]:
+    """POST `payload` as JSON; (status, decoded JSON body, or the text when it is not JSON)."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+        exc.close()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
 
 
 class ChildProcess:

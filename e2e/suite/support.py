@@ -13,6 +13,8 @@ from manager.client import PODS, Client, Object, Resource
 from manager.errors import Conflict, NotFound
 
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
+IRIS_INSTANCES = {"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}
+"""KServe's sample request: both flowers are class 1 (versicolor)."""
 SKLEARN_IRIS = "gs://kfserving-examples/models/sklearn/1.0/model"
 
 
@@ -22,6 +24,7 @@ def sklearn_isvc(
     *,
     annotations: dict[str, str] | None = None,
     labels: dict[str, str] | None = None,
+    storage_uri: str = SKLEARN_IRIS,
     **predictor: Any,
 ) -> Object:
     """The sklearn iris InferenceService of KServe's samples (v1 protocol)."""
@@ -36,7 +39,7 @@ def sklearn_isvc(
         "metadata": metadata,
         "spec": {
             "predictor": {
-                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": SKLEARN_IRIS},
+                "model": {"modelFormat": {"name": "sklearn"}, "storageUri": storage_uri},
                 **predictor,
             }
         },

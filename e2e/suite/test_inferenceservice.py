@@ -1,5 +1,5 @@
-"""An sklearn InferenceService end to end: Ready with a URL, events, prediction (kind), canary, cluster-local,
-and deletion cleaning up every child."""
+"""An sklearn InferenceService end to end: Ready with a URL, events, predictions (node and kind), canary,
+cluster-local, and deletion cleaning up every child."""
 
 from __future__ import annotations
 
@@ -11,25 +11,34 @@ from collections.abc import Callable
 import pytest
 
 from apis.resources import INFERENCE_SERVICES, KNATIVE_SERVICES, VIRTUAL_SERVICES
-from e2e.suite.env import Env, KindEnv
+from e2e.suite.env import DeployedEnv, Env, KindEnv
 from e2e.suite.support import (
+    IRIS_INSTANCES,
     condition,
     get_or_empty,
     isvc_pods,
     isvc_when,
     ready,
-    sklearn_isvc,
     traffic,
     until,
     update_isvc,
 )
 from manager.client import EVENTS, SERVICES, Client, Object
 
-IRIS_INSTANCES = {"instances": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]]}
+V2_REQUEST = {
+    "inputs": [
+        {
+            "name": "input-0",
+            "shape": [2, 4],
+            "datatype": "FP32",
+            "data": [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]],
+        }
+    ]
+}
 
 
 async def test_sklearn_becomes_ready_with_url(env: Env, admin: Client, namespace: str) -> None:
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "sklearn-iris"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "sklearn-iris"))
     isvc = await ready(admin, namespace, "sklearn-iris", env.ready_timeout)
     assert isvc["status"]["url"] == f"http://sklearn-iris.{namespace}.{env.domain}"
     assert isvc["status"]["address"]["url"] == f"http://sklearn-iris.{namespace}.svc.cluster.local"
@@ -40,12 +49,37 @@ async def test_sklearn_becomes_ready_with_url(env: Env, admin: Client, namespace
     assert predictor["url"] == f"http://sklearn-iris-predictor.{namespace}.{env.domain}"
 
 
+def needs_pods(env: Env) -> None:
+    if not isinstance(env, DeployedEnv):
+        pytest.skip("local mode runs no containers: predictions are verified on the node and on kind")
+
+
+async def test_v1_prediction_through_the_revision_service(env: Env, admin: Client, namespace: str) -> None:
+    needs_pods(env)
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "sklearn-v1"))
+    await ready(admin, namespace, "sklearn-v1", env.ready_timeout)
+    status, body = await env.predict(admin, namespace, "sklearn-v1", IRIS_INSTANCES)
+    assert (status, body) == (200, {"predictions": [1, 1]})
+
+
+async def test_v2_prediction_through_the_revision_service(env: Env, admin: Client, namespace: str) -> None:
+    needs_pods(env)
+    isvc = env.isvc(namespace, "sklearn-v2")
+    isvc["spec"]["predictor"]["model"]["protocolVersion"] = "v2"
+    await admin.create(INFERENCE_SERVICES, isvc)
+    await ready(admin, namespace, "sklearn-v2", env.ready_timeout)
+    status, body = await env.predict(admin, namespace, "sklearn-v2", V2_REQUEST, protocol="v2")
+    assert status == 200, body
+    assert body["model_name"] == "sklearn-v2"
+    (output,) = body["outputs"]
+    assert output["shape"] == [2]
+    assert [int(v) for v in output["data"]] == [1, 1]
+
+
 async def test_prediction_through_the_ingress(env: Env, admin: Client, namespace: str) -> None:
     if not isinstance(env, KindEnv):
-        pytest.skip(
-            "local mode has no nodes, model server or Istio gateway: prediction is verified on kind only"
-        )
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "sklearn-iris"))
+        pytest.skip("only kind has an Istio ingress gateway (offline: the revision Service is used instead)")
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "sklearn-iris"))
     await ready(admin, namespace, "sklearn-iris", env.ready_timeout)
     host = f"sklearn-iris.{namespace}.{env.domain}"
     with env.port_forward("istio-system", "svc/istio-ingressgateway", 80) as port:
@@ -67,7 +101,7 @@ def predict(port: int, host: str, model: str) -> tuple[int, object]:
 
 
 async def test_events_are_visible_and_described(env: Env, admin: Client, namespace: str) -> None:
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "evented"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "evented"))
     await ready(admin, namespace, "evented", env.ready_timeout)
 
     async def events() -> list[Object]:
@@ -112,7 +146,7 @@ def _set_runtime_version(version: str, canary: int | None) -> Callable[[Object],
 
 
 async def test_canary_rollout_and_promotion(env: Env, admin: Client, namespace: str) -> None:
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "canary"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "canary"))
     first = await ready(admin, namespace, "canary", env.ready_timeout)
     assert first["status"]["components"]["predictor"]["latestRolledoutRevision"] == "canary-predictor-00001"
     stable = first["spec"]["predictor"]["model"].get("runtimeVersion")
@@ -124,6 +158,10 @@ async def test_canary_rollout_and_promotion(env: Env, admin: Client, namespace: 
     await isvc_when(
         admin, namespace, "canary", lambda o: traffic(o) == split, env.ready_timeout, "90/10 canary split"
     )
+    if isinstance(env, DeployedEnv):
+        for revision in ("canary-predictor-00001", "canary-predictor-00002"):
+            status, body = await env.predict(admin, namespace, "canary", IRIS_INSTANCES, revision=revision)
+            assert (status, body) == (200, {"predictions": [1, 1]}), revision
     ksvc = await admin.get(KNATIVE_SERVICES, "canary-predictor", namespace)
     assert {"latestRevision": True, "percent": 10} in [
         {k: v for k, v in t.items() if k in ("latestRevision", "percent")} for t in ksvc["spec"]["traffic"]
@@ -143,7 +181,7 @@ async def test_canary_rollout_and_promotion(env: Env, admin: Client, namespace: 
 
 
 async def test_cluster_local_isvc_has_only_an_internal_url(env: Env, admin: Client, namespace: str) -> None:
-    isvc = sklearn_isvc(namespace, "private", labels={"networking.knative.dev/visibility": "cluster-local"})
+    isvc = env.isvc(namespace, "private", labels={"networking.knative.dev/visibility": "cluster-local"})
     await admin.create(INFERENCE_SERVICES, isvc)
     done = await ready(admin, namespace, "private", env.ready_timeout)
     assert done["status"]["url"] == f"http://private.{namespace}.svc.cluster.local"
@@ -159,7 +197,7 @@ async def test_cluster_local_isvc_has_only_an_internal_url(env: Env, admin: Clie
 
 
 async def test_delete_cleans_up_every_child(env: Env, admin: Client, namespace: str) -> None:
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "doomed"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "doomed"))
     await ready(admin, namespace, "doomed", env.ready_timeout)
     assert await isvc_pods(admin, namespace, "doomed")
     await admin.delete(INFERENCE_SERVICES, "doomed", namespace)

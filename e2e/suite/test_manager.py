@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apis.resources import INFERENCE_SERVICES, KNATIVE_SERVICES
 from e2e.suite.env import Env, lease_holder
-from e2e.suite.support import is_ready, ready, sklearn_isvc
+from e2e.suite.support import is_ready, ready
 from manager.client import Client, Object
 
 CONTROLLERS = ("inferenceservice", "trainedmodel")
@@ -25,7 +25,7 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 async def test_manager_metrics_have_controller_runtime_series(
     env: Env, admin: Client, namespace: str
 ) -> None:
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "counted"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "counted"))
     await ready(admin, namespace, "counted", env.ready_timeout)
     metrics = samples(await asyncio.to_thread(env.manager_metrics))
     names = {name for name, _ in metrics}
@@ -76,11 +76,11 @@ async def assert_unchanged(admin: Client, namespace: str, name: str, before: tup
 async def test_restart_keeps_existing_services_and_serves_new_ones(
     env: Env, admin: Client, namespace: str
 ) -> None:
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "before-restart"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "before-restart"))
     await ready(admin, namespace, "before-restart", env.ready_timeout)
     before = await snapshot(admin, namespace, "before-restart")
     await env.restart_all(admin)
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "after-restart"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "after-restart"))
     await ready(admin, namespace, "after-restart", env.ready_timeout)
     await assert_unchanged(admin, namespace, "before-restart", before)
 
@@ -88,12 +88,12 @@ async def test_restart_keeps_existing_services_and_serves_new_ones(
 async def test_leader_failover_keeps_state_and_the_new_leader_reconciles(
     env: Env, admin: Client, namespace: str
 ) -> None:
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "before-failover"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "before-failover"))
     await ready(admin, namespace, "before-failover", env.ready_timeout)
     before = await snapshot(admin, namespace, "before-failover")
     old, new = await env.fail_over(admin)
     assert new != old
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "after-failover"))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "after-failover"))
     await ready(admin, namespace, "after-failover", env.ready_timeout)
     await assert_unchanged(admin, namespace, "before-failover", before)
     assert await lease_holder(admin) == new

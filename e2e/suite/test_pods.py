@@ -12,9 +12,8 @@ import asyncio
 import pytest
 
 from apis.resources import INFERENCE_SERVICES
-from e2e.suite.env import Env, KindEnv
-from e2e.suite.processes import http_get
-from e2e.suite.support import SKLEARN_IRIS, container, env_of, isvc_pods, ready, sklearn_isvc, until
+from e2e.suite.env import DeployedEnv, Env
+from e2e.suite.support import IRIS_INSTANCES, container, env_of, isvc_pods, ready, until
 from manager.client import Client, Object
 
 METRICS = {
@@ -29,7 +28,7 @@ RESTRICTED = {
 
 
 async def revision_pod(env: Env, admin: Client, namespace: str, name: str) -> Object:
-    await ready(admin, namespace, name, env.ready_timeout)
+    """The first revision pod of `name` as admitted (whether or not it can run here)."""
     pods: list[Object] = await until(
         lambda: isvc_pods(admin, namespace, name), bool, env.ready_timeout, f"a revision pod of {name}"
     )
@@ -39,11 +38,11 @@ async def revision_pod(env: Env, admin: Client, namespace: str, name: str) -> Ob
 async def test_revision_pod_gets_storage_initializer_qpext_env_and_prometheus_annotations(
     env: Env, admin: Client, namespace: str
 ) -> None:
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "mutated", annotations=METRICS))
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "mutated", annotations=METRICS))
     pod = await revision_pod(env, admin, namespace, "mutated")
 
     init = container(pod, "storage-initializer", init=True)
-    assert init["args"] == [SKLEARN_IRIS, "/mnt/models"]
+    assert init["args"] == [env.model_uri, "/mnt/models"]
     assert {"name": "kserve-provision-location", "mountPath": "/mnt/models"}.items() <= next(
         m for m in init["volumeMounts"] if m["name"] == "kserve-provision-location"
     ).items()
@@ -66,7 +65,7 @@ async def test_revision_pod_gets_storage_initializer_qpext_env_and_prometheus_an
 LOGGER = {"mode": "all", "url": "http://logs.example.com"}
 
 
-def custom_predictor(namespace: str, name: str) -> Object:
+def custom_predictor(namespace: str, name: str, storage_uri: str) -> Object:
     """A custom model container (no runtime) with its model in STORAGE_URI: no securityContext anywhere."""
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -80,7 +79,7 @@ def custom_predictor(namespace: str, name: str) -> Object:
                         "name": "kserve-container",
                         "image": "kserve/sklearnserver:v0.11.2",
                         "args": [f"--model_name={name}", "--model_dir=/mnt/models", "--http_port=8080"],
-                        "env": [{"name": "STORAGE_URI", "value": SKLEARN_IRIS}],
+                        "env": [{"name": "STORAGE_URI", "value": storage_uri}],
                     }
                 ],
             }
@@ -93,9 +92,9 @@ async def test_injected_containers_meet_the_restricted_pod_security_standard(
     env: Env, admin: Client, namespace: str, source: str
 ) -> None:
     if source == "sklearn-runtime":
-        isvc = sklearn_isvc(namespace, "logged", logger=LOGGER)
+        isvc = env.isvc(namespace, "logged", logger=LOGGER)
     else:
-        isvc = custom_predictor(namespace, "logged")
+        isvc = custom_predictor(namespace, "logged", env.model_uri)
     await admin.create(INFERENCE_SERVICES, isvc)
     pod = await revision_pod(env, admin, namespace, "logged")
     pod_seccomp = (pod["spec"].get("securityContext") or {}).get("seccompProfile")
@@ -114,7 +113,7 @@ async def test_user_security_context_is_kept_for_injected_containers(
     env: Env, admin: Client, namespace: str
 ) -> None:
     own = {"runAsUser": 1000, "runAsNonRoot": True, "allowPrivilegeEscalation": False}
-    isvc = sklearn_isvc(namespace, "own-context")
+    isvc = env.isvc(namespace, "own-context")
     isvc["spec"]["predictor"]["model"]["securityContext"] = own
     await admin.create(INFERENCE_SERVICES, isvc)
     pod = await revision_pod(env, admin, namespace, "own-context")
@@ -125,15 +124,25 @@ async def test_user_security_context_is_kept_for_injected_containers(
 
 
 async def test_qpext_endpoint_serves_both_sides_metrics(env: Env, admin: Client, namespace: str) -> None:
-    if not isinstance(env, KindEnv):
-        pytest.skip("local mode runs no containers: the qpext endpoint on the pod is verified on kind only")
-    await admin.create(INFERENCE_SERVICES, sklearn_isvc(namespace, "aggregated", annotations=METRICS))
+    """Read from inside the running pod: qpext on :9088 merges queue-proxy's and the model server's series."""
+    if not isinstance(env, DeployedEnv):
+        pytest.skip("local mode runs no containers: the qpext endpoint is verified on the node and on kind")
+    await admin.create(INFERENCE_SERVICES, env.isvc(namespace, "aggregated", annotations=METRICS))
+    await ready(admin, namespace, "aggregated", env.ready_timeout)
     pod = await revision_pod(env, admin, namespace, "aggregated")
-    with env.port_forward(namespace, f"pod/{pod['metadata']['name']}", 9088) as port:
-        status, text = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics", 30.0)
+    # One prediction, so the request counters of both sides have samples.
+    status, _ = await env.predict(admin, namespace, "aggregated", IRIS_INSTANCES)
     assert status == 200
+    fetch = (
+        "import urllib.request\n"
+        "print(urllib.request.urlopen('http://127.0.0.1:9088/metrics', timeout=20).read().decode())"
+    )
+    text = await asyncio.to_thread(
+        env.pod_exec, namespace, pod["metadata"]["name"], "kserve-container", "python3", "-c", fetch
+    )
     names = {
         line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")
     }
     assert any(n.startswith("revision_") for n in names), "queue-proxy's own metrics are missing"
     assert any(n.startswith("python_") for n in names), "the model server's metrics are missing"
+    assert "qpext_scrape_up" in names, "qpext's own scrape series are missing"

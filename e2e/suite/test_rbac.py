@@ -1,13 +1,13 @@
 """Least privilege: what the manager's ServiceAccount may and may not do under the shipped config/rbac.
 
-In local mode the managers run with this ServiceAccount's token, so every other test passing is the proof
-that the granted permissions suffice. These tests show the other half: it cannot list or watch Secrets
-anywhere (only `get` one by name, which the pod webhook's credential injector does for the Secrets a
-ServiceAccount or the storage spec names, in the pod's namespace), and cannot write what it does not own.
+The managers run with this ServiceAccount (local mode: its token; node and kind: as pods), so every other
+test passing is the proof that the granted permissions suffice. These tests show the other half: it cannot
+list or watch Secrets anywhere (only `get` one by name, which the pod webhook's credential injector does
+for the Secrets a ServiceAccount or the storage spec names, in the pod's namespace), and cannot write what
+it does not own.
 
-Local mode asks the API server with the ServiceAccount's own token (SelfSubjectAccessReview) and also makes
-real requests with it; on kind, where the token stays in the cluster, an admin asks on its behalf
-(SubjectAccessReview for `system:serviceaccount:kserve:kserve-controller-manager`).
+Every target asks the API server with the ServiceAccount's own token (SelfSubjectAccessReview; on node and
+kind a token from the TokenRequest API) and also makes real requests with it.
 """
 
 from __future__ import annotations
@@ -15,29 +15,23 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from apis.resources import DEPLOYMENTS
-from e2e.suite.env import MANAGER_GROUPS, MANAGER_USER, Env, LocalEnv
+from e2e.suite.env import MANAGER_USER, Env
 from e2e.suite.manifests import MANAGER_NAMESPACE
 from manager.client import CONFIGMAPS, SECRETS, Client, load_client
 from manager.errors import Forbidden
 
 SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
-SAR = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 TEST_NS = "<test>"
 
 
 @contextlib.asynccontextmanager
-async def manager_client(env: Env) -> AsyncIterator[Client | None]:
-    path: Path | None = env.manager_kubeconfig()
-    if path is None:
-        yield None
-        return
-    client = await load_client(str(path))
+async def manager_client(env: Env) -> AsyncIterator[Client]:
+    client = await load_client(str(env.manager_kubeconfig()))
     try:
         yield client
     finally:
@@ -46,15 +40,8 @@ async def manager_client(env: Env) -> AsyncIterator[Client | None]:
 
 async def manager_may(env: Env, admin: Client, attributes: dict[str, Any]) -> bool:
     async with manager_client(env) as own:
-        if own is not None:
-            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview"}
-            answer = await own.request(
-                "POST", SSAR, body={**review, "spec": {"resourceAttributes": attributes}}
-            )
-        else:
-            review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview"}
-            spec = {"user": MANAGER_USER, "groups": list(MANAGER_GROUPS), "resourceAttributes": attributes}
-            answer = await admin.request("POST", SAR, body={**review, "spec": spec})
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview"}
+        answer = await own.request("POST", SSAR, body={**review, "spec": {"resourceAttributes": attributes}})
     return bool(answer["status"].get("allowed"))
 
 
@@ -154,10 +141,6 @@ async def test_manager_may_not(env: Env, admin: Client, namespace: str, attribut
 
 
 async def test_real_requests_with_the_service_account_token(env: Env, admin: Client, namespace: str) -> None:
-    if not isinstance(env, LocalEnv):
-        pytest.skip(
-            "the ServiceAccount token is only at hand in local mode; kind relies on the reviews above"
-        )
     secret: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -178,7 +161,6 @@ async def test_real_requests_with_the_service_account_token(env: Env, admin: Cli
         },
     }
     async with manager_client(env) as own:
-        assert own is not None
         fetched = await own.get(SECRETS, "storage-config", namespace)
         assert fetched["data"]["key"] == secret["data"]["key"]
         with pytest.raises(Forbidden):
@@ -197,11 +179,9 @@ def test_managers_were_never_refused(env: Env) -> None:
     """Runs last (file order): no manager replica was denied a request by RBAC while the suite ran.
 
     (A 403 for writing into a namespace being deleted is not an authorization failure and is ignored.)"""
-    if not isinstance(env, LocalEnv):
-        pytest.skip("manager logs are read from the processes in local mode; on kind see the artifacts")
     denial = f'"{MANAGER_USER}" cannot'
-    for manager in [*env.managers, *env.retired]:
-        denied = [
-            line for line in manager.log_path.read_text(errors="replace").splitlines() if denial in line
-        ]
-        assert not denied, f"{manager.name} was denied by RBAC:\n" + "\n".join(denied[:5])
+    logs = env.manager_logs()
+    assert logs, "no manager log to check"
+    for name, log in logs.items():
+        denied = [line for line in log.splitlines() if denial in line]
+        assert not denied, f"{name} was denied by RBAC:\n" + "\n".join(denied[:5])

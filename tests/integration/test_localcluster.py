@@ -425,6 +425,9 @@ def test_cli_rejects_bad_arguments_in_one_line(tmp_path: Path) -> None:
     done = run_cli("up", "--timeout", "0")
     assert done.returncode == 1
     assert done.stderr.strip() == "kserve-localcluster: error: --timeout must be positive"
+    done = run_cli("up", "--node", "--no-controller-manager")
+    assert done.returncode == 1
+    assert done.stderr.strip() == "kserve-localcluster: error: --node needs the controller manager"
     a_file = tmp_path / "file"
     a_file.write_text("")
     done = run_cli("up", "--dir", str(a_file))
