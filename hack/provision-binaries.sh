@@ -3,8 +3,8 @@
 #   etcd                     from Debian's etcd-server package
 #   kubectl                  v1.20.2 from Debian's kubernetes-client package, unpacked into the cache (not
 #                            installed: the machine may already have another kubectl in /usr/bin)
-#   kube-apiserver,
-#   kube-controller-manager  v1.20.2, built from Debian's kubernetes source package with Debian's golang-go
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy
+#                            v1.20.2, built from Debian's kubernetes source package with Debian's golang-go
 #
 # Idempotent: a binary already in the cache is not rebuilt. Prints the cache directory on its last line.
 # Needs root (or passwordless sudo) for apt-get; the Go build itself runs as the calling user.
@@ -15,22 +15,7 @@ CACHE_ROOT="${KSERVE_PY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kserve-py}"
 DEST="$CACHE_ROOT/k8s/v$K8S_VERSION"
 WANT=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
-log() { printf 'provision: %s\n' "$*" >&2; }
-
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null || { log "need root or sudo for apt-get"; exit 1; }
-  SUDO="sudo -n"
-fi
-
-apt_install() {
-  local missing=()
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "apt-get install ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
+source "$(dirname "$0")/lib.sh"
 
 mkdir -p "$DEST"
 

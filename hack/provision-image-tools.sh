@@ -7,14 +7,13 @@
 #   containerd   ctr and a throwaway containerd check that archives import with their refs
 # unshare (util-linux) and tar are essential packages on Debian and always present.
 #
-# containerd's packaged service must not run (tests start their own containerd with their own socket),
-# so package scripts are told not to start services during the install (policy-rc.d), and the unit is
-# stopped and disabled afterwards when the package was installed here.
+# containerd's packaged service must not run (tests start their own containerd with their own socket):
+# hack/lib.sh keeps it from starting and disables it.
 #
 # Idempotent: does nothing when every tool is already on PATH. Needs root (or passwordless sudo).
 set -euo pipefail
 
-log() { printf 'provision-image-tools: %s\n' "$*" >&2; }
+source "$(dirname "$0")/lib.sh"
 
 declare -A PACKAGE_OF=(
   [buildah]=buildah
@@ -38,30 +37,8 @@ if [ "${#missing[@]}" -eq 0 ]; then
   exit 0
 fi
 mapfile -t packages < <(printf '%s\n' "${missing[@]}" | sort -u)
-
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null || { log "need root or passwordless sudo for apt-get"; exit 1; }
-  SUDO="sudo -n"
-fi
-
-POLICY=/usr/sbin/policy-rc.d
-OWN_POLICY=0
-if [ ! -e "$POLICY" ]; then
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
-  $SUDO chmod 755 "$POLICY"
-  OWN_POLICY=1
-fi
-cleanup() { if [ "$OWN_POLICY" = 1 ]; then $SUDO rm -f "$POLICY"; fi; }
-trap cleanup EXIT
-
-log "apt-get install ${packages[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >&2
-
-if printf '%s\n' "${packages[@]}" | grep -qx containerd && command -v systemctl >/dev/null 2>&1; then
-  $SUDO systemctl disable --now containerd.service >/dev/null 2>&1 || true
-fi
+apt_install "${packages[@]}"
+disable_service containerd
 
 for tool in "${!PACKAGE_OF[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || { log "$tool still missing after the install"; exit 1; }

@@ -10,21 +10,9 @@
 # mount namespace. Idempotent. Needs root (or passwordless sudo).
 set -euo pipefail
 
-log() { printf 'provision-node: %s\n' "$*" >&2; }
+source "$(dirname "$0")/lib.sh"
 
-SUDO=""
-if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null || { log "need root or sudo for apt-get"; exit 1; }
-  SUDO="sudo -n"
-fi
-
-PACKAGES=(containerd runc containernetworking-plugins iptables conntrack dnsmasq-base iproute2 util-linux)
-missing=()
-for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
-  $SUDO apt-get update -qq
-  # A system containerd the package may start does not disturb ours: different socket, root and state.
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+apt_install containerd runc containernetworking-plugins iptables conntrack dnsmasq-base iproute2 util-linux
+# The node starts its own containerd with its own root and socket; the packaged one is not needed.
+disable_service containerd
 echo /usr/lib/cni
