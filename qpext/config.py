@@ -18,10 +18,14 @@ SERVICE_ENV = "SERVING_SERVICE"
 CONFIGURATION_ENV = "SERVING_CONFIGURATION"
 REVISION_ENV = "SERVING_REVISION"
 QUEUE_PROXY_BINARY_ENV = "QPEXT_QUEUE_PROXY_BINARY"
+MAX_BODY_BYTES_ENV = "QPEXT_MAX_BODY_BYTES"
 
 QUEUE_PROXY_METRICS_PORT = 9091
 DEFAULT_METRICS_PATH = "/metrics"
 SERVERLESS_LABEL_NAMES = ("service_name", "configuration_name", "revision_name")
+# The largest body read from either side. A scrape needs about twice the app's body (the relabelled output
+# plus one chunk of input), so this bounds qpext's memory, and with it the pod's request path.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -39,6 +43,7 @@ class Config:
     listen_host: str = "0.0.0.0"
     serverless_label_values: tuple[str, str, str] = ("", "", "")
     child_command: tuple[str, ...] = field(default_factory=tuple)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 def serverless_label_values(env: Mapping[str, str]) -> tuple[str, str, str]:
@@ -72,6 +77,15 @@ def _child_command(env: Mapping[str, str], argv: Sequence[str]) -> tuple[str, ..
     return command
 
 
+def _max_body_bytes(env: Mapping[str, str]) -> int:
+    raw = env.get(MAX_BODY_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BODY_BYTES
+    if not raw.isdigit() or int(raw) < 1024:
+        raise ConfigError(f"{MAX_BODY_BYTES_ENV} must be a number of bytes (at least 1024), got {raw!r}")
+    return int(raw)
+
+
 def load_config(env: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
     """Build and validate the configuration; ``argv`` is the optional queue-proxy command line."""
     listen_port = _port(env, AGGREGATE_PORT_ENV, allow_zero=True) or 0
@@ -84,4 +98,5 @@ def load_config(env: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
         app_path=_path(env, APP_PATH_ENV),
         serverless_label_values=serverless_label_values(env),
         child_command=_child_command(env, argv),
+        max_body_bytes=_max_body_bytes(env),
     )

@@ -1,121 +1,97 @@
-"""Combine queue-proxy's exposition, the app's families and qpext's own series into one valid body.
+"""Combine queue-proxy's families, the app's families and qpext's own series into one valid body.
 
-queue-proxy's text is kept byte for byte (only a missing final newline is added); it is scanned just far
-enough to know where each of its families ends. An app family with the same name is spliced in right there
-when the types agree, without its own ``# HELP``/``# TYPE`` lines, because a second ``# TYPE`` line for a
-name makes the whole scrape invalid; when the types disagree the app family is dropped and counted.
-Everything else from the app follows in the order the app listed it, so the output is deterministic.
+Both sides arrive parsed and validated (qpext.families). queue-proxy's families come first, in its order,
+with its sample lines unchanged; an app family with the same name is placed right after them when the
+types agree, without its own ``# HELP``/``# TYPE`` lines, because a second ``# TYPE`` line for a name makes
+the whole scrape invalid; when the types disagree the app family is dropped and counted. Everything else
+from the app follows in the order the app listed it, so the output is deterministic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-from qpext.families import (
-    UNTYPED,
-    ParsedBody,
-    Relabeller,
-    parse_text,
-    sample_names,
-)
+from qpext.families import Family, ParsedBody, Relabeller, parse_text
 
 RESERVED_PREFIX = b"qpext_"
 
 
 @dataclass
 class Drops:
-    """App families left out of one response, by reason."""
+    """Families of one side left out of one response, by reason."""
 
     type_clash: int = 0
     malformed: int = 0
     reserved_name: int = 0
 
     def items(self) -> Iterable[tuple[str, int]]:
-        return ((f.name, getattr(self, f.name)) for f in fields(self))
+        return (
+            ("type_clash", self.type_clash),
+            ("malformed", self.malformed),
+            ("reserved_name", self.reserved_name),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.type_clash or self.malformed or self.reserved_name)
 
     def add(self, other: Drops) -> None:
         """Add ``other``'s counts to these."""
-        for reason, count in other.items():
-            setattr(self, reason, getattr(self, reason) + count)
+        self.type_clash += other.type_clash
+        self.malformed += other.malformed
+        self.reserved_name += other.reserved_name
 
 
-def index_families(body: bytes) -> dict[bytes, tuple[bytes, int]]:
-    """For each family in a text-format body: its declared type and the offset just after its last line."""
-    index: dict[bytes, tuple[bytes, int]] = {}
-    owner: dict[bytes, bytes] = {}
-    declared: dict[bytes, bytes] = {}
-    pos = 0
-    for line in body.splitlines(keepends=True):
-        pos += len(line)
-        parts = line.split(None, 3)
-        if not parts:
+def _usable(body: ParsedBody, drops: Drops) -> list[Family]:
+    """The families of a side that can be written, counting the ones that cannot."""
+    drops.type_clash += body.clashes
+    drops.malformed += 1 if body.stray_lines else 0
+    usable = []
+    for family in body.families.values():
+        if family.discarded:
             continue
-        if parts[0] == b"#":
-            if len(parts) >= 4 and parts[1] == b"TYPE":
-                kind = parts[3].strip().lower()
-                declared.setdefault(parts[2], kind)
-                for sample in sample_names(parts[2], kind):
-                    owner.setdefault(sample, parts[2])
-            continue
-        name = parts[0].split(b"{", 1)[0]
-        family = owner.get(name, name)
-        index[family] = (declared.get(family, UNTYPED), pos)
-    return index
+        if family.name.startswith(RESERVED_PREFIX):
+            drops.reserved_name += 1
+        elif family.malformed:
+            drops.malformed += 1
+        else:
+            usable.append(family)
+    return usable
+
+
+def _header(family: Family, kind: bytes) -> list[bytes]:
+    lines = [] if family.help is None else [b"# HELP " + family.name + b" " + family.help + b"\n"]
+    lines.append(b"# TYPE " + family.name + b" " + kind + b"\n")
+    return lines
 
 
 def render(
-    queue_proxy: bytes | None,
-    app: ParsedBody | None,
-    relabeller: Relabeller,
-    drops: Drops,
+    queue_proxy: ParsedBody | None, app: ParsedBody | None, qp_drops: Drops, app_drops: Drops
 ) -> list[bytes]:
-    """The response body as a list of parts; ``drops`` is filled in with what was left out."""
-    qp = queue_proxy or b""
-    if qp and not qp.endswith(b"\n"):
-        qp += b"\n"
-    qp_families = index_families(qp) if qp and app is not None else {}
-    spliced: dict[int, list[bytes]] = {}
-    tail: list[bytes] = []
-    if app is not None:
-        drops.type_clash += app.clashes
-        drops.malformed += 1 if app.stray_lines else 0
-        for family in app.families.values():
-            if family.discarded:
-                continue
-            if family.name.startswith(RESERVED_PREFIX):
-                drops.reserved_name += 1
-                continue
-            if family.malformed:
-                drops.malformed += 1
-                continue
-            lines = [relabeller.relabel(run, shape) for run, shape in family.runs]
-            match = qp_families.get(family.name)
-            if match is not None:
-                qp_kind, end = match
-                if qp_kind not in (family.declared, family.kind):
-                    drops.type_clash += 1
-                    continue
-                spliced.setdefault(end, []).extend(lines)
-                continue
-            if family.help is not None:
-                tail.append(b"# HELP " + family.name + b" " + family.help + b"\n")
-            tail.append(b"# TYPE " + family.name + b" " + family.kind + b"\n")
-            tail.extend(lines)
+    """The response body as a list of parts; the drops are filled in with what was left out."""
+    app_families = {f.name: f for f in _usable(app, app_drops)} if app is not None else {}
     parts: list[bytes] = []
-    start = 0
-    for end in sorted(spliced):
-        parts.append(qp[start:end])
-        parts.extend(spliced[end])
-        start = end
-    parts.append(qp[start:])
-    parts.extend(tail)
+    if queue_proxy is not None:
+        for family in _usable(queue_proxy, qp_drops):
+            parts += _header(family, family.declared)
+            parts += family.runs
+            ours = app_families.pop(family.name, None)
+            if ours is None:
+                continue
+            if family.declared in (ours.declared, ours.kind):
+                parts += ours.runs
+            else:
+                app_drops.type_clash += 1
+    for family in app_families.values():
+        parts += _header(family, family.kind)
+        parts += family.runs
     return parts
 
 
 def merge_text(
     queue_proxy: bytes | None, app_text: bytes | None, relabeller: Relabeller, drops: Drops
 ) -> bytes:
-    """Convenience for callers holding two text-format bodies."""
-    parsed = parse_text(app_text) if app_text is not None else None
-    return b"".join(render(queue_proxy, parsed, relabeller, drops))
+    """Convenience for callers holding two text-format bodies; ``drops`` counts the app's families."""
+    qp = parse_text(queue_proxy) if queue_proxy is not None else None
+    app = parse_text(app_text, relabeller) if app_text is not None else None
+    return b"".join(render(qp, app, Drops(), drops))

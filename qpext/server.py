@@ -1,11 +1,13 @@
 """The ``/metrics`` endpoint: both upstreams scraped concurrently, merged, and qpext's own health appended.
 
 The scraper's timeout header bounds the whole response, not each side, so a slow app costs its own series
-only: queue-proxy's part still arrives in time, with ``qpext_scrape_up{target="app"} 0``. The server runs
-with handler cancellation, so a scraper that hangs up cancels the upstream requests instead of leaving
-them (and their bodies) running, which is how Go's qpext kept working after the client had gone. At most
-two scrapes run at once; others wait within their own deadline, so memory does not grow with the number
-of concurrent scrapers.
+only: queue-proxy's part still arrives in time, with ``qpext_scrape_up{target="app"} 0``. Bodies are parsed
+while they arrive, so the deadline bounds the parsing too. A scraper that hangs up cancels the upstream
+requests instead of leaving them (and their bodies) running, which is how Go's qpext kept working after the
+client had gone. Small scrapes run side by side (they are latency-bound, and limiting them to two at once
+cost throughput); only two at a time may read a large body, the others waiting within their own deadline,
+so memory does not grow with the number of concurrent scrapers. On shutdown every scrape in flight gets a
+short grace period and is then answered with what has arrived.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-import aiohttp
-from aiohttp import web
-
 from qpext.config import SERVERLESS_LABEL_NAMES, Config
-from qpext.families import ParsedBody, Relabeller, parse_text
+from qpext.families import Parser, Relabeller
+from qpext.httpclient import Upstream
+from qpext.httpserver import HttpServer, Request, Response
 from qpext.merge import Drops, render
-from qpext.openmetrics import openmetrics_to_text
 from qpext.scrape import (
-    OPENMETRICS_MEDIA_TYPE,
+    ERROR_REASONS,
+    Deadline,
+    LargeBodyGate,
     ScrapeResult,
     forward_headers,
     response_budget,
@@ -33,133 +35,167 @@ from qpext.scrape import (
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Scrapes holding bodies at once. Merging is CPU-bound on one event loop anyway, so more would only add
-# memory (each holds the app's body and the merged one) without adding throughput.
-MAX_CONCURRENT_SCRAPES = 2
+# Scrapes that may read bodies larger than LARGE_BODY_BYTES at once. Parsing is CPU-bound on one event loop
+# anyway, so more would only add memory (each holds its relabelled output) without adding throughput.
+MAX_LARGE_SCRAPES = 2
+LARGE_BODY_BYTES = 1024 * 1024
+# How long scrapes in flight may still run once qpext is stopping; then they are answered as they stand.
+SHUTDOWN_GRACE = 5.0
 QUEUE_PROXY = "queue-proxy"
 APP = "app"
-
-
-def app_families(result: ScrapeResult, drops: Drops) -> ParsedBody | None:
-    """The app's body as families, converting OpenMetrics first."""
-    if result.body is None:
-        return None
-    body = result.body
-    if result.media_type == OPENMETRICS_MEDIA_TYPE:
-        converted = openmetrics_to_text(body)
-        drops.malformed += converted.malformed
-        body = converted.text
-    return parse_text(body)
-
-
-def queue_proxy_text(result: ScrapeResult) -> bytes | None:
-    """queue-proxy's body, unchanged when it is text format (the Knative default)."""
-    if result.body is None or result.media_type != OPENMETRICS_MEDIA_TYPE:
-        return result.body
-    return openmetrics_to_text(result.body).text
+DROPPED_HELP = "# HELP qpext_families_dropped_total Families of the target left out of responses, by reason."
 
 
 class Aggregator:
-    """Owns the scrape session and the cumulative drop counters behind ``/metrics``."""
+    """Owns the upstream connections and the cumulative counters behind ``/metrics``."""
 
-    def __init__(self, config: Config, session: aiohttp.ClientSession) -> None:
+    def __init__(self, config: Config) -> None:
         self._config = config
-        self._session = session
         self._relabeller = Relabeller(SERVERLESS_LABEL_NAMES, config.serverless_label_values)
-        self._dropped = Drops()
-        self._slots = asyncio.Semaphore(MAX_CONCURRENT_SCRAPES)
+        self._large = asyncio.Semaphore(MAX_LARGE_SCRAPES)
+        self._in_flight: set[Deadline] = set()
+        self._stop_at: float | None = None
         host = config.upstream_host
-        self._targets: list[tuple[str, str]] = []
+        self._targets: list[tuple[str, Upstream, str]] = []
         if config.queue_proxy_port is not None:
-            self._targets.append(
-                (QUEUE_PROXY, f"http://{host}:{config.queue_proxy_port}{config.queue_proxy_path}")
-            )
+            queue_proxy = Upstream(host, config.queue_proxy_port)
+            self._targets.append((QUEUE_PROXY, queue_proxy, config.queue_proxy_path))
         if config.app_port is not None:
-            self._targets.append((APP, f"http://{host}:{config.app_port}{config.app_path}"))
+            self._targets.append((APP, Upstream(host, config.app_port), config.app_path))
+        names = [target for target, _, _ in self._targets]
+        self._dropped = {target: Drops() for target in names}
+        self._errors = {target: dict.fromkeys(ERROR_REASONS, 0) for target in names}
+        self._counters: str | None = None
 
-    async def handle_metrics(self, request: web.Request) -> web.Response:
-        timeout = scrape_timeout(request.headers)
-        deadline = asyncio.get_running_loop().time() + response_budget(timeout)
-        headers = forward_headers(request.headers)
+    def close(self) -> None:
+        for _, upstream, _ in self._targets:
+            upstream.close()
+
+    def stop(self, grace: float) -> None:
+        """Bring every scrape's deadline, in flight or still to come, to at most ``grace`` from now."""
+        self._stop_at = asyncio.get_running_loop().time() + grace
+        for deadline in self._in_flight:
+            deadline.bring_forward(self._stop_at, "shutdown")
+
+    async def handle_metrics(self, request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        deadline = Deadline(loop.time() + response_budget(scrape_timeout(request.headers)))
+        if self._stop_at is not None:
+            deadline.bring_forward(self._stop_at, "shutdown")
+        gate = LargeBodyGate(self._large, LARGE_BODY_BYTES)
+        self._in_flight.add(deadline)
         try:
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
-        except TimeoutError:
-            busy = [ScrapeResult(target, None, "", 0.0, "busy") for target, _ in self._targets]
-            log.warning("scrape not started: %d others ran until its deadline", MAX_CONCURRENT_SCRAPES)
-            return web.Response(body=self._self_metrics(busy), headers={"Content-Type": CONTENT_TYPE})
-        try:
-            results = {
-                r.target: r
-                for r in await asyncio.gather(
-                    *(scrape(self._session, target, url, headers, deadline) for target, url in self._targets)
-                )
-            }
-            drops = Drops()
-            qp_result, app_result = results.get(QUEUE_PROXY), results.get(APP)
-            qp = queue_proxy_text(qp_result) if qp_result is not None else None
-            app = app_families(app_result, drops) if app_result is not None else None
-            # A cancellation point between the CPU-bound steps: a scraper that left stops the work here.
-            await asyncio.sleep(0)
-            parts = render(qp, app, self._relabeller, drops)
-            self._count(drops)
-            parts.append(self._self_metrics(results.values()))
-            body = b"".join(parts)
+            results = await self._scrape_all(request, deadline, gate)
+            by_target = {r.target: r for r in results}
+            drops = {target: Drops() for target in self._dropped}
+            qp, app = by_target.get(QUEUE_PROXY), by_target.get(APP)
+            if app is not None:
+                drops[APP].malformed += app.malformed
+            parts = render(
+                qp.body if qp is not None else None,
+                app.body if app is not None else None,
+                drops.get(QUEUE_PROXY, Drops()),
+                drops.get(APP, Drops()),
+            )
+        except BaseException:
+            gate.release()
+            raise
         finally:
-            self._slots.release()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+            self._in_flight.discard(deadline)
+        self._count(results, drops)
+        parts.append(self._self_metrics(results))
+        # A large answer keeps its slot until it is written: that is when its memory is freed.
+        return Response(200, parts, CONTENT_TYPE, on_sent=gate.release)
 
-    def _count(self, drops: Drops) -> None:
-        self._dropped.add(drops)
-        if any(n for _, n in drops.items()):
-            log.warning("dropped app families: %s", ", ".join(f"{k}={n}" for k, n in drops.items() if n))
-
-    def _self_metrics(self, results: Iterable[ScrapeResult]) -> bytes:
-        scraped = list(results)
-        lines = [
-            "# HELP qpext_scrape_up Whether qpext's scrape of the target succeeded (1) or failed (0).",
-            "# TYPE qpext_scrape_up gauge",
-            *(f'qpext_scrape_up{{target="{r.target}"}} {int(r.up)}' for r in scraped),
-            "# HELP qpext_scrape_duration_seconds How long qpext's scrape of the target took.",
-            "# TYPE qpext_scrape_duration_seconds gauge",
-            *(f'qpext_scrape_duration_seconds{{target="{r.target}"}} {r.duration:.6f}' for r in scraped),
-            "# HELP qpext_app_families_dropped_total App metric families left out of responses, by reason.",
-            "# TYPE qpext_app_families_dropped_total counter",
-            *(f'qpext_app_families_dropped_total{{reason="{k}"}} {n}' for k, n in self._dropped.items()),
+    async def _scrape_all(
+        self, request: Request, deadline: Deadline, gate: LargeBodyGate
+    ) -> list[ScrapeResult]:
+        headers = forward_headers(request.headers)
+        max_bytes = self._config.max_body_bytes
+        scrapes = [
+            scrape(
+                upstream,
+                target,
+                path,
+                headers,
+                deadline,
+                Parser(self._relabeller if target == APP else None),
+                max_bytes,
+                gate,
+            )
+            for target, upstream, path in self._targets
         ]
+        if len(scrapes) < 2:
+            return [await s for s in scrapes]
+        # The first side in a task of its own, the second in this one: both run concurrently.
+        first = asyncio.ensure_future(scrapes[0])
+        try:
+            second = await scrapes[1]
+        except BaseException:
+            first.cancel()
+            raise
+        return [await first, second]
+
+    def _count(self, results: Iterable[ScrapeResult], drops: dict[str, Drops]) -> None:
+        for result in results:
+            if result.error is not None:
+                self._errors[result.target][result.error] += 1
+                self._counters = None
+        for target, dropped in drops.items():
+            if dropped:
+                self._dropped[target].add(dropped)
+                self._counters = None
+                log.warning(
+                    "dropped %s families: %s", target, ", ".join(f"{k}={n}" for k, n in dropped.items() if n)
+                )
+
+    def _self_metrics(self, results: list[ScrapeResult]) -> bytes:
+        lines = ["# HELP qpext_scrape_up Whether qpext's scrape of the target succeeded (1) or failed (0)."]
+        lines.append("# TYPE qpext_scrape_up gauge")
+        lines += [f'qpext_scrape_up{{target="{r.target}"}} {int(r.up)}' for r in results]
+        lines.append("# HELP qpext_scrape_duration_seconds How long qpext's scrape of the target took.")
+        lines.append("# TYPE qpext_scrape_duration_seconds gauge")
+        lines += [f'qpext_scrape_duration_seconds{{target="{r.target}"}} {r.duration:.6f}' for r in results]
+        if self._counters is None:
+            # The cumulative counters change only when something fails: their text is kept until then.
+            self._counters = "\n".join(
+                [
+                    "# HELP qpext_scrape_errors_total Failed scrapes of the target, by reason.",
+                    "# TYPE qpext_scrape_errors_total counter",
+                    *(
+                        f'qpext_scrape_errors_total{{target="{target}",reason="{reason}"}} {n}'
+                        for target, counts in self._errors.items()
+                        for reason, n in counts.items()
+                    ),
+                    DROPPED_HELP,
+                    "# TYPE qpext_families_dropped_total counter",
+                    *(
+                        f'qpext_families_dropped_total{{target="{target}",reason="{reason}"}} {n}'
+                        for target, drops in self._dropped.items()
+                        for reason, n in drops.items()
+                    ),
+                ]
+            )
+        lines.append(self._counters)
         return ("\n".join(lines) + "\n").encode()
 
 
-def make_app(aggregator: Aggregator) -> web.Application:
-    app = web.Application()
-    app.router.add_get("/metrics", aggregator.handle_metrics)
-    return app
+class MetricsServer:
+    """qpext's HTTP server: ``/metrics`` on the configured address."""
 
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self.aggregator = Aggregator(config)
+        self._http = HttpServer({"/metrics": self.aggregator.handle_metrics})
 
-def make_session() -> aiohttp.ClientSession:
-    """One pooled session for all scrapes; every request still carries its own deadline."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=32, ttl_dns_cache=300),
-        timeout=aiohttp.ClientTimeout(total=None, connect=5.0, sock_read=None),
-        auto_decompress=True,
-    )
+    async def start(self) -> int:
+        """Start listening; returns the bound port. OSError when the address cannot be bound."""
+        port = await self._http.start(self._config.listen_host, self._config.listen_port)
+        log.info("qpext listening on %s:%d", self._config.listen_host, port)
+        return port
 
-
-async def start_server(config: Config, session: aiohttp.ClientSession) -> tuple[web.AppRunner, int]:
-    """Start listening; returns the runner (for cleanup) and the bound port."""
-    runner = web.AppRunner(
-        make_app(Aggregator(config, session)),
-        handler_cancellation=True,
-        shutdown_timeout=1.0,
-        access_log=None,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port)
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    port = int(runner.addresses[0][1])
-    log.info("qpext listening on %s:%d", config.listen_host, port)
-    return runner, port
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Answer the scrapes in flight within ``grace`` seconds, close every connection, then return."""
+        self.aggregator.stop(grace)
+        await self._http.shutdown(grace + 1.0)
+        self.aggregator.close()

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from qpext.config import Config
-from qpext.server import make_session, start_server
+from qpext.server import MetricsServer
 
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -108,15 +108,14 @@ class _qpext:
         self.config = config
 
     async def __aenter__(self) -> Qpext:
-        self.upstream_session = make_session()
-        self.runner, port = await start_server(self.config, self.upstream_session)
+        self.server = MetricsServer(self.config)
+        port = await self.server.start()
         self.client = aiohttp.ClientSession()
         return Qpext(f"http://127.0.0.1:{port}/metrics", self.client)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.close()
-        await self.runner.cleanup()
-        await self.upstream_session.close()
+        await self.server.stop()
 
 
 def start_qpext(config: Config) -> _qpext:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Literal
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from qpext.scrape import scrape
-from qpext.server import MAX_CONCURRENT_SCRAPES, make_session
+from qpext.scrape import ACCEPT
+from qpext.server import LARGE_BODY_BYTES, MAX_LARGE_SCRAPES, MetricsServer
 from tests.qpext.conftest import (
     OPENMETRICS,
     Qpext,
@@ -30,8 +31,8 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def dropped(text: str, reason: str) -> int:
-    prefix = f'qpext_app_families_dropped_total{{reason="{reason}"}} '
+def dropped(text: str, reason: str, target: str = "app") -> int:
+    prefix = f'qpext_families_dropped_total{{target="{target}",reason="{reason}"}} '
     return int(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix) :])
 
 
@@ -86,7 +87,8 @@ async def test_headers_forwarded(qpext: Qpext, queue_proxy: Upstream, model: Ups
     )
     for upstream in (queue_proxy, model):
         sent = upstream.requests[-1]
-        assert sent["Accept"] == "text/plain;q=0.5"
+        # Text format is asked for, whatever the scraper accepts: it is the format qpext reads.
+        assert sent["Accept"] == ACCEPT
         assert sent["User-Agent"] == "Prometheus/2.42.0"
         assert sent["X-Prometheus-Scrape-Timeout-Seconds"] == "7.5"
         assert sent["Accept-Encoding"] == "identity"
@@ -163,7 +165,8 @@ async def test_untyped_families(qpext: Qpext, model: Upstream) -> None:
         "temperature": "gauge",
         "qpext_scrape_up": "gauge",
         "qpext_scrape_duration_seconds": "gauge",
-        "qpext_app_families_dropped_total": "counter",
+        "qpext_scrape_errors_total": "counter",
+        "qpext_families_dropped_total": "counter",
         "revision_request_count": "counter",
     }
     assert f"# HELP temperature Degrees.\n# TYPE temperature gauge\ntemperature{{{LABELS}}} 21.5\n" in text
@@ -208,14 +211,35 @@ async def test_unsupported_content_type_is_a_failed_scrape(qpext: Qpext, model: 
     assert 'qpext_scrape_up{target="app"} 0\n' in text
 
 
-async def test_oversized_body_is_a_failed_scrape(model: Upstream) -> None:
+def errors(text: str, reason: str, target: str = "app") -> int:
+    prefix = f'qpext_scrape_errors_total{{target="{target}",reason="{reason}"}} '
+    return int(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix) :])
+
+
+async def test_oversized_body_fails_the_scrape_with_a_reason(queue_proxy: Upstream, model: Upstream) -> None:
     model.body = b"x 1\n" * 1000
-    async with make_session() as session:
-        deadline = asyncio.get_running_loop().time() + 5
-        result = await scrape(session, "app", f"http://127.0.0.1:{model.port}/metrics", {}, deadline, 100)
-    assert result.body is None
-    assert result.error is not None
-    assert "exceeds 100" in result.error
+    config = serverless_config(queue_proxy_port=queue_proxy.port, app_port=model.port, max_body_bytes=1024)
+    async with start_qpext(config) as q:
+        _, _, text = await q.get()
+        _, _, again = await q.get()
+    assert_valid_exposition(text)
+    assert text.startswith(queue_proxy.body.decode())
+    assert 'qpext_scrape_up{target="app"} 0\n' in text
+    assert "x{" not in text
+    assert (errors(text, "body_too_large"), errors(again, "body_too_large")) == (1, 2)
+    assert errors(again, "timeout") == 0
+    assert errors(again, "body_too_large", "queue-proxy") == 0
+
+
+async def test_openmetrics_bodies_have_a_tighter_limit(queue_proxy: Upstream, model: Upstream) -> None:
+    # prometheus-client's parser needs ~20 bytes per byte: OpenMetrics may use 1/16 of the body limit.
+    model.content_type = OPENMETRICS
+    model.body = b"# TYPE x gauge\n" + b"x 1\n" * 1000 + b"# EOF\n"
+    config = serverless_config(queue_proxy_port=queue_proxy.port, app_port=model.port, max_body_bytes=32_768)
+    async with start_qpext(config) as q:
+        _, _, text = await q.get()
+    assert 'qpext_scrape_up{target="app"} 0\n' in text
+    assert errors(text, "body_too_large") == 1
 
 
 async def test_client_leaving_stops_the_upstream_scrape(qpext: Qpext, model: Upstream) -> None:
@@ -241,11 +265,104 @@ async def test_plain_http_client_sees_valid_body(qpext: Qpext) -> None:
         assert_valid_exposition(await resp.text())
 
 
-async def test_concurrent_scrapes_are_bounded(qpext: Qpext, model: Upstream) -> None:
+async def test_small_scrapes_run_side_by_side(qpext: Qpext, model: Upstream) -> None:
+    model.delay = 0.5
+    answers = await asyncio.gather(*(qpext.get() for _ in range(4)))
+    assert all('qpext_scrape_up{target="app"} 1\n' in text for _, _, text in answers)
+    assert model.max_active == 4
+
+
+class _CountingSemaphore(asyncio.Semaphore):
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.held = self.peak = 0
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        self.held += 1
+        self.peak = max(self.peak, self.held)
+        return True
+
+    def release(self) -> None:
+        self.held -= 1
+        super().release()
+
+
+async def test_large_bodies_are_read_two_at_a_time(queue_proxy: Upstream, model: Upstream) -> None:
+    model.body = b"".join(b'big_%d{a="%d"} 1\n' % (i % 50, i) for i in range(120_000))
+    assert len(model.body) > LARGE_BODY_BYTES
+    server = MetricsServer(serverless_config(queue_proxy_port=queue_proxy.port, app_port=model.port))
+    slots = _CountingSemaphore(MAX_LARGE_SCRAPES)
+    server.aggregator._large = slots
+    port = await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def get() -> str:
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    return await resp.text()
+
+            answers = await asyncio.gather(*(get() for _ in range(5)))
+    finally:
+        await server.stop()
+    assert all('qpext_scrape_up{target="app"} 1\n' in text for text in answers)
+    assert slots.peak == MAX_LARGE_SCRAPES
+    assert slots.held == 0
+
+
+# Lines Prometheus rejects a whole scrape for: label values and help that are not UTF-8, a broken label set,
+# a line naming no valid metric.
+INVALID_LINES = (
+    b'# TYPE bad_utf8 gauge\nbad_utf8{pod="\xff\xfe"} 1\n'
+    b'# TYPE broken gauge\nbroken{a="1" 2\n'
+    b"# HELP bad_help caf\xe9\n# TYPE bad_help gauge\nbad_help 1\n"
+    b"garbage\x00 line\n"
+)
+
+
+async def test_invalid_queue_proxy_output_is_dropped_and_counted(
+    qpext: Qpext, queue_proxy: Upstream, model: Upstream
+) -> None:
+    queue_proxy.body = b"# TYPE revision_request_count counter\nrevision_request_count 3\n" + INVALID_LINES
+    status, _, text = await qpext.get()
+    assert status == 200
+    types = assert_valid_exposition(text)
+    assert text.startswith("# TYPE revision_request_count counter\nrevision_request_count 3\n")
+    assert not {"bad_utf8", "broken", "bad_help"} & set(types)
+    assert "garbage" not in text
+    assert dropped(text, "malformed", "queue-proxy") == 4
+    assert dropped(text, "malformed") == 0
+    assert 'qpext_scrape_up{target="queue-proxy"} 1\n' in text
+    assert f"my_metric{{{LABELS}}} 0\n" in text
+
+
+async def test_app_output_that_is_not_utf8_is_dropped(qpext: Qpext, model: Upstream) -> None:
+    model.body = b"# TYPE good gauge\ngood 1\n" + INVALID_LINES
+    _, _, text = await qpext.get()
+    types = assert_valid_exposition(text)
+    assert f"good{{{LABELS}}} 1\n" in text
+    assert not {"bad_utf8", "broken", "bad_help"} & set(types)
+    assert dropped(text, "malformed") == 4
+
+
+async def test_stopping_answers_a_scrape_in_flight_with_what_has_arrived(
+    queue_proxy: Upstream, model: Upstream
+) -> None:
     model.delay = 30.0
-    answers = await asyncio.gather(
-        *(qpext.get({"X-Prometheus-Scrape-Timeout-Seconds": "1"}, timeout=1.0) for _ in range(4))
-    )
-    assert all(status == 200 for status, _, _ in answers)
-    assert all('qpext_scrape_up{target="app"} 0\n' in text for _, _, text in answers)
-    assert model.max_active == MAX_CONCURRENT_SCRAPES
+    server = MetricsServer(serverless_config(queue_proxy_port=queue_proxy.port, app_port=model.port))
+    port = await server.start()
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.create_task(session.get(f"http://127.0.0.1:{port}/metrics"))
+        while not model.requests:
+            await asyncio.sleep(0.01)
+        await server.stop(grace=0.2)
+        async with await request as resp:
+            text = await resp.text()
+    assert resp.status == 200
+    assert_valid_exposition(text)
+    assert 'qpext_scrape_up{target="queue-proxy"} 1\n' in text
+    assert 'qpext_scrape_up{target="app"} 0\n' in text
+    assert errors(text, "shutdown") == 1
+    assert errors(text, "timeout") == 0
+    # The app's request was given up: its connection closed, which the app sees as a cancellation.
+    await asyncio.wait_for(model.cancelled.wait(), 5)

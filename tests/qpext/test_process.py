@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from e2e.localcluster.cluster import free_port
 from qpext.config import ConfigError, load_config
 
 FAKE_QUEUE_PROXY = """\
@@ -42,6 +49,8 @@ def qpext_env(**extra: str) -> dict[str, str]:
             "collides",
         ),
         ({"QPEXT_QUEUE_PROXY_BINARY": "/nonexistent/queue"}, "does not exist"),
+        ({"QPEXT_MAX_BODY_BYTES": "1k"}, "QPEXT_MAX_BODY_BYTES must be a number of bytes"),
+        ({"QPEXT_MAX_BODY_BYTES": "100"}, "at least 1024"),
     ],
 )
 def test_invalid_configuration_is_one_clear_line(env: dict[str, str], message: str) -> None:
@@ -72,6 +81,7 @@ def test_configuration_from_upstream_env() -> None:
     assert (config.queue_proxy_port, config.queue_proxy_path) == (9091, "/metrics")
     assert config.serverless_label_values == ("s", "c", "r")
     assert config.child_command == (sys.executable, "-c", "pass")
+    assert load_config({"QPEXT_MAX_BODY_BYTES": "2048"}).max_body_bytes == 2048
     unset = load_config({})
     assert (unset.listen_port, unset.app_port, unset.app_path) == (0, None, "/metrics")
     assert unset.child_command == ()
@@ -120,3 +130,94 @@ def test_exit_code_is_the_childs(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+class _SlowApp(BaseHTTPRequestHandler):
+    """A model server whose metrics take APP_DELAY seconds; ``asked`` is set when a scrape arrives."""
+
+    asked = threading.Event()
+
+    def do_GET(self) -> None:
+        _SlowApp.asked.set()
+        time.sleep(APP_DELAY)
+        body = b"# TYPE slow_metric gauge\nslow_metric 1\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        del format, args
+
+
+APP_DELAY = 3.0
+
+
+def test_sigterm_answers_the_scrape_in_flight_then_exits(tmp_path: Path) -> None:
+    """The queue-proxy child exits at once on SIGTERM; a scrape still waiting for the app is answered,
+    with the app's series, before qpext exits (it used to be cut off with no answer)."""
+    app = ThreadingHTTPServer(("127.0.0.1", 0), _SlowApp)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    script = tmp_path / "queue.py"
+    script.write_text(FAKE_QUEUE_PROXY)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qpext", sys.executable, str(script), "0"],
+        env=qpext_env(
+            AGGREGATE_PROMETHEUS_METRICS_PORT=str(port),
+            KSERVE_CONTAINER_PROMETHEUS_METRICS_PORT=str(app.server_address[1]),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _child_pid(proc)
+        idle = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        answers: list[tuple[int, str]] = []
+
+        def scrape() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+            conn.request("GET", "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "10"})
+            resp = conn.getresponse()
+            answers.append((resp.status, resp.read().decode()))
+
+        _wait_listening(port)
+        idle.connect()
+        scraper = threading.Thread(target=scrape)
+        scraper.start()
+        assert _SlowApp.asked.wait(20)
+        proc.send_signal(signal.SIGTERM)
+        scraper.join(30)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        app.shutdown()
+        app.server_close()
+    ((status, text),) = answers
+    assert status == 200
+    assert 'slow_metric{service_name="",configuration_name="",revision_name=""} 1\n' in text
+    assert 'qpext_scrape_up{target="app"} 1\n' in text
+
+
+def _wait_listening(port: int) -> None:
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"qpext does not listen on {port}")
+
+
+def test_start_up_imports_no_heavy_library() -> None:
+    """qpext is a sidecar in every model pod: aiohttp alone cost 17 MiB of its RSS, prometheus-client 12 MiB
+    (it is needed only when an app answers in OpenMetrics, and imported then)."""
+    probe = (
+        "import sys, qpext.__main__, qpext.server, qpext.supervisor\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'prometheus_client', 'yarl')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

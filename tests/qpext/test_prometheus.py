@@ -1,9 +1,9 @@
 """qpext checked by the real thing: Debian's Prometheus scrapes it, promtool parses its output.
 
-The "model server" is a real prometheus-client exposition (it answers Prometheus' Accept header with
-OpenMetrics, so the conversion path is exercised for real); queue-proxy is a small stand-in serving
-Knative's request counter, which it increments for every request it forwards to the model. The
-prometheus-adapter rule from config/ is rendered as the adapter renders it and run against this Prometheus.
+The "model server" is a real prometheus-client exposition (qpext asks it for text format whatever the
+scraper accepts); queue-proxy is a small stand-in serving Knative's request counter, which it increments
+for every request it forwards to the model. The prometheus-adapter rule from config/ is rendered as the
+adapter renders it and run against this Prometheus.
 
 These tests fail, never skip, when the binaries are missing: run hack/provision-prometheus.sh.
 """
@@ -26,7 +26,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from e2e.localcluster.cluster import free_port
-from tests.qpext.conftest import serverless_config, start_qpext
+from tests.qpext.conftest import Upstream, serverless_config, start_qpext
+from tests.qpext.test_handler import INVALID_LINES
 
 pytestmark = pytest.mark.prometheus
 
@@ -298,3 +299,21 @@ async def test_promtool_finds_no_parse_error_in_qpext_output(
             # Whatever remains is a lint remark about an upstream metric name, never about qpext's own.
             assert all(not p.startswith("qpext_") for p in problems), problems
             assert "request_predict_total{" in text
+
+
+async def test_promtool_accepts_qpext_output_when_both_sides_send_invalid_bytes(
+    queue_proxy: Upstream, model: Upstream
+) -> None:
+    """queue-proxy's body used to be passed through unchecked: one bad byte there made the whole scrape
+    invalid while qpext_scrape_up said 1."""
+    queue_proxy.body = b"# TYPE revision_request_count counter\nrevision_request_count 3\n" + INVALID_LINES
+    model.body = b"# TYPE model_loaded gauge\nmodel_loaded 1\n" + INVALID_LINES
+    config = serverless_config(queue_proxy_port=queue_proxy.port, app_port=model.port)
+    async with start_qpext(config) as q, q.session.get(q.url) as resp:
+        raw = await resp.read()
+    text = raw.decode("utf-8")
+    problems = promtool_problems(text)
+    assert not [p for p in problems if "error while linting" in p], problems
+    assert "revision_request_count 3\n" in text
+    assert "model_loaded{" in text
+    assert 'qpext_families_dropped_total{target="queue-proxy",reason="malformed"} 4\n' in text

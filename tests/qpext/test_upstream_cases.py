@@ -12,13 +12,26 @@ import asyncio
 import pytest
 
 from qpext.config import SERVERLESS_LABEL_NAMES, serverless_label_values
-from qpext.families import COUNTER, GAUGE, Relabeller, parse_text
+from qpext.families import COUNTER, GAUGE, Parser, Relabeller, parse_text
+from qpext.httpclient import Upstream as UpstreamClient
 from qpext.merge import Drops, merge_text
-from qpext.scrape import parse_scrape_timeout, scrape, scrape_timeout
-from qpext.server import make_session
+from qpext.scrape import (
+    Deadline,
+    LargeBodyGate,
+    forward_headers,
+    parse_scrape_timeout,
+    scrape,
+    scrape_timeout,
+)
 from tests.qpext.conftest import Qpext, Upstream, assert_valid_exposition, samples
 
 SOMETHING = ("something", "something", "something")
+
+
+def open_gate() -> LargeBodyGate:
+    return LargeBodyGate(asyncio.Semaphore(1), 1 << 30)
+
+
 LABELLED = 'service_name="something",configuration_name="something",revision_name="something"'
 HISTOGRAM = (
     "# HELP request_predict_seconds Predict latency.\n"
@@ -62,25 +75,23 @@ def test_get_header_timeout(value: str, valid: bool) -> None:
 async def test_scrape_headers(model: Upstream, header: str, expected_timeout: float) -> None:
     # Go returned a nil cancel func for an invalid header (no timeout at all); here the default applies.
     assert scrape_timeout({"X-Prometheus-Scrape-Timeout-Seconds": header}) == expected_timeout
-    async with make_session() as session:
-        loop = asyncio.get_running_loop()
-        result = await scrape(
-            session,
-            "app",
-            f"http://127.0.0.1:{model.port}/metrics",
-            {"X-Prometheus-Scrape-Timeout-Seconds": header},
-            loop.time() + 5,
-        )
+    client = UpstreamClient("127.0.0.1", model.port)
+    deadline = Deadline(asyncio.get_running_loop().time() + 5)
+    headers = forward_headers({"X-Prometheus-Scrape-Timeout-Seconds": header})
+    result = await scrape(client, "app", "/metrics", headers, deadline, Parser(), 1 << 20, open_gate())
+    client.close()
     assert result.error is None
-    assert result.body == model.body
+    assert result.body is not None
+    assert [f.runs for f in result.body.families.values()] == [[b"my_metric 0\n"]]
     assert model.requests[0]["X-Prometheus-Scrape-Timeout-Seconds"] == header
 
 
 async def test_scrape_err() -> None:
-    async with make_session() as session:
-        result = await scrape(session, "app", "not-a-real-url", {}, asyncio.get_running_loop().time() + 5)
+    client = UpstreamClient("not-a-real-host.invalid", 80)
+    deadline = Deadline(asyncio.get_running_loop().time() + 5)
+    result = await scrape(client, "app", "/metrics", {}, deadline, Parser(), 1 << 20, open_gate())
     assert result.body is None
-    assert result.error
+    assert result.error == "connection"
     assert not result.up
 
 
