@@ -78,10 +78,13 @@ e2e-kind: venv
 	KIND_CLUSTER=$(KIND_CLUSTER) TAG=$(TAG) bash e2e/kind/run.sh
 
 bench: venv binaries prometheus
+	bash hack/provision-bench-tools.sh
 	$(BIN)/python -m benchmarks.workqueue_throughput
 	$(BIN)/python -m benchmarks.informer_sync
 	$(BIN)/python -m benchmarks.isvc_scale
 	$(BIN)/python -m benchmarks.webhook_latency
+	$(BIN)/python -m benchmarks.webhook_idle_connections
+	$(BIN)/python -m benchmarks.local_node
 	$(BIN)/python -m benchmarks.qpext_bench
 
 clean:

@@ -9,30 +9,40 @@ memoised per key, so a `InferenceServicesConfig` built once per ConfigMap versio
 
 Defaults:
 - A key missing from the ConfigMap falls back to the value KServe v0.11 ships (`SHIPPED_DEFAULTS`), except
-  `ingress`: KServe requires its `ingressGateway` and `ingressService`, and guessing a gateway would route
-  traffic somewhere the operator did not choose, so a missing `ingress` key is a `ConfigError`. Callers may
-  make further keys mandatory with `from_configmap(..., required=...)`.
+  `ingress` and `metricsAggregator`, which KServe's controller and pod webhook read as an empty object: the
+  ingress then has no gateways but KServe's domain, domain template and URL scheme, and the two metrics
+  annotations are written as "". Callers may make keys mandatory with `from_configmap(..., required=...)`.
 - A field missing from a present key falls back to KServe's default for it. Unlike v0.11, where a missing
   resource quantity is an empty string that fails to parse, missing quantities take the shipped value;
-  present but unparsable ones are errors.
+  present but unparsable ones are errors, with Go's `resource.ParseQuantity` grammar.
 - Empty strings mean "unset" for the fields where KServe's Go code treats them so (images, ingressDomain,
   domainTemplate, urlScheme, S3 key names).
 
-Unknown fields are kept (`extra="allow"`), so newer KServe settings survive a round trip.
+Field names match as Go's `encoding/json` matches them: exactly, else case-insensitively (`IngressGateway`
+sets `ingressGateway`), the last occurrence winning; a JSON `null` leaves a field at its default. Unknown
+fields are kept (`extra="allow"`), so newer KServe settings survive a round trip.
 """
 
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from apis.constants import (
     DEPLOYMENT_MODES,
     INFERENCE_SERVICE_CONFIGMAP,
-    SERVERLESS,
     STORAGE_SECRET_NAME_ANNOTATION,
 )
 from apis.quantity import Quantity
@@ -55,8 +65,10 @@ DEFAULT_DOMAIN_TEMPLATE = "{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}"
 DEFAULT_INGRESS_DOMAIN = "example.com"
 DEFAULT_URL_SCHEME = "http"
 
-ALWAYS_REQUIRED = frozenset({INGRESS})
-"""Keys without a usable fallback: KServe requires `ingress.ingressGateway` and `ingress.ingressService`."""
+MISSING_MEANS_EMPTY = frozenset({INGRESS, METRICS_AGGREGATOR})
+"""Keys whose absence KServe reads as `{}` rather than as the shipped value."""
+MISSING_KEY_CONTEXT = "missing_key"
+"""Validation-context flag: the model is being built for a key the ConfigMap does not have."""
 
 
 class ConfigError(ValueError):
@@ -83,7 +95,7 @@ def _empty_means_default(cls: type[BaseModel], value: object, field: str) -> obj
 class DeployConfig(KeyConfig):
     """Key `deploy`: the deployment mode used when an InferenceService has no deploymentMode annotation."""
 
-    default_deployment_mode: str = Field(SERVERLESS, alias="defaultDeploymentMode")
+    default_deployment_mode: str = Field(alias="defaultDeploymentMode")
 
     @field_validator("default_deployment_mode")
     @classmethod
@@ -109,8 +121,8 @@ def _check_go_template(text: str) -> None:
 class IngressConfig(KeyConfig):
     """Key `ingress`: gateways, domain and URL shape of InferenceService endpoints (reference §3.4)."""
 
-    ingress_gateway: str = Field(alias="ingressGateway")
-    ingress_service: str = Field(alias="ingressService")
+    ingress_gateway: str = Field("", alias="ingressGateway")
+    ingress_service: str = Field("", alias="ingressService")
     local_gateway: str = Field("", alias="localGateway")
     local_gateway_service: str = Field("", alias="localGatewayService")
     ingress_domain: str = Field(DEFAULT_INGRESS_DOMAIN, alias="ingressDomain")
@@ -123,8 +135,9 @@ class IngressConfig(KeyConfig):
 
     @model_validator(mode="before")
     @classmethod
-    def _required(cls, data: Any) -> Any:
-        if isinstance(data, dict):
+    def _required(cls, data: Any, info: ValidationInfo) -> Any:
+        """KServe's checks of a present key (a missing key gives an ingress without gateways)."""
+        if isinstance(data, dict) and not (info.context or {}).get(MISSING_KEY_CONTEXT):
             missing = [k for k in ("ingressGateway", "ingressService") if not data.get(k)]
             if missing:
                 raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
@@ -280,20 +293,21 @@ class ExplainersConfig(KeyConfig):
 class MetricsAggregatorConfig(KeyConfig):
     """Key `metricsAggregator`: cluster defaults for the two metrics annotations, as "true"/"false" strings.
 
-    KServe stores strings and copies them into the pod annotations verbatim; JSON booleans are accepted and
-    converted, anything else is an error rather than a silently-disabled feature.
+    KServe stores strings and copies them into the pod annotations verbatim, "" when a field (or the whole
+    key) is missing; JSON booleans are accepted and converted, any other string is an error rather than a
+    silently-disabled feature.
     """
 
-    enable_metric_aggregation: str = Field("false", alias="enableMetricAggregation")
-    enable_prometheus_scraping: str = Field("false", alias="enablePrometheusScraping")
+    enable_metric_aggregation: str = Field("", alias="enableMetricAggregation")
+    enable_prometheus_scraping: str = Field("", alias="enablePrometheusScraping")
 
     @field_validator("enable_metric_aggregation", "enable_prometheus_scraping", mode="before")
     @classmethod
     def _bool_string(cls, value: object) -> object:
         if isinstance(value, bool):
             return "true" if value else "false"
-        if value not in ("true", "false"):
-            raise ValueError(f'must be "true" or "false", got {value!r}')
+        if value not in ("true", "false", ""):
+            raise ValueError(f'must be "true", "false" or "", got {value!r}')
         return value
 
     @property
@@ -433,20 +447,86 @@ def _describe_validation_error(exc: ValidationError) -> str:
 _M = TypeVar("_M", bound=KeyConfig)
 
 
-def parse_key(key: str, text: str, model: type[_M]) -> _M:
-    """Parse one key's JSON string into its model; raises ConfigError naming the key."""
+def parse_key(key: str, text: str, model: type[_M], *, missing: bool = False) -> _M:
+    """Parse one key's JSON string into its model; raises ConfigError naming the key.
+
+    `missing` says the text stands in for a key the ConfigMap does not have.
+    """
     if not isinstance(text, str):
         raise ConfigError(key, f"value must be a JSON string, got {type(text).__name__}")
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, object_pairs_hook=_Pairs)
     except json.JSONDecodeError as exc:
         raise ConfigError(key, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(key, f"must be a JSON object, got {type(raw).__name__}")
+    if not isinstance(raw, _Pairs):
+        raise ConfigError(key, f"must be a JSON object, got {type(_plain(raw)).__name__}")
     try:
-        return model.model_validate(raw)
+        return model.model_validate(_go_fields(model, raw), context={MISSING_KEY_CONTEXT: missing})
     except ValidationError as exc:
         raise ConfigError(key, _describe_validation_error(exc)) from None
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as its (key, value) pairs in document order, duplicates kept (Go reads them in turn)."""
+
+
+def _plain(value: Any) -> Any:
+    """A decoded JSON value with every object as a dict (a repeated key: the last one wins)."""
+    if isinstance(value, _Pairs):
+        return {k: _plain(v) for k, v in value}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _go_fold(name: str) -> str:
+    """Go `encoding/json`'s case folding of a key: ASCII case, plus the long s and the Kelvin sign."""
+    return "".join(
+        "s" if ch == "\u017f" else "k" if ch == "\u212a" else ch.lower() if ch.isascii() else ch
+        for ch in name
+    )
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model class of a field typed `SomeModel` or `SomeModel | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        found = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def _go_fields(model: type[BaseModel], pairs: _Pairs) -> dict[str, Any]:
+    """A JSON object's fields keyed by `model`'s aliases, the way Go's decoder assigns them.
+
+    Each key sets the field whose name matches it exactly, else case-insensitively; later keys overwrite
+    earlier ones, and an object decoded into a nested struct that is already set merges into it. `null`
+    leaves a field alone unless the field is optional (a Go pointer, reset to nil). Other keys are kept,
+    except our Python field names, which Go would not recognise either.
+    """
+    by_alias = {(info.alias or name): info for name, info in model.model_fields.items()}
+    folded = {_go_fold(alias): alias for alias in by_alias}
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        alias = key if key in by_alias else folded.get(_go_fold(key))
+        if alias is None:
+            if key not in model.model_fields:  # a Python field name is no JSON name to Go
+                out[key] = _plain(value)
+            continue
+        info = by_alias[alias]
+        if value is None:
+            if info.default is None:
+                out[alias] = None
+            continue
+        nested = _nested_model(info.annotation)
+        if nested is not None and isinstance(value, _Pairs):
+            decoded = _go_fields(nested, value)
+            previous = out.get(alias)
+            out[alias] = {**previous, **decoded} if isinstance(previous, dict) else decoded
+        else:
+            out[alias] = _plain(value)
+    return out
 
 
 class InferenceServicesConfig:
@@ -468,7 +548,7 @@ class InferenceServicesConfig:
         unknown = wanted - set(KEYS)
         if unknown:
             raise ValueError(f"unknown {CONFIGMAP_NAME} keys in required: {', '.join(sorted(unknown))}")
-        return cls(data or {}, wanted | ALWAYS_REQUIRED)
+        return cls(data or {}, wanted)
 
     @property
     def data(self) -> Mapping[str, str]:
@@ -492,10 +572,9 @@ class InferenceServicesConfig:
         if key in self._data:
             return parse_key(key, self._data[key], model)
         if key in self._required:
-            detail = "is missing"
-            if key == INGRESS:
-                detail += " (ingressGateway and ingressService are required)"
-            raise ConfigError(key, detail)
+            raise ConfigError(key, "is missing")
+        if key in MISSING_MEANS_EMPTY:
+            return parse_key(key, "{}", model, missing=True)
         return parse_key(key, SHIPPED_DEFAULTS[key], model)
 
     def deploy(self) -> DeployConfig:
@@ -503,7 +582,7 @@ class InferenceServicesConfig:
         return self._get(DEPLOY, DeployConfig)
 
     def ingress(self) -> IngressConfig:
-        """Key `ingress` (required)."""
+        """Key `ingress`."""
         return self._get(INGRESS, IngressConfig)
 
     def storage_initializer(self) -> StorageInitializerConfig:

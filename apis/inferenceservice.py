@@ -618,7 +618,8 @@ class InferenceService(KubeObject):
             "blockOwnerDeletion": True,
         }
 
-    def deployment_mode(self, default: str = c.SERVERLESS) -> str:
-        """The `serving.kserve.io/deploymentMode` annotation when valid, else `default` (KServe rule)."""
+    def annotated_deployment_mode(self) -> str | None:
+        """The `serving.kserve.io/deploymentMode` annotation when it names a mode, else None (then the
+        `deploy` config key decides, as in KServe)."""
         mode = self.annotations.get(c.DEPLOYMENT_MODE_ANNOTATION)
-        return mode if mode in c.DEPLOYMENT_MODES else default
+        return mode if mode in c.DEPLOYMENT_MODES else None

@@ -2,17 +2,19 @@
 
 KServe does not own Knative's types; it builds Knative Services as plain JSON and reads back their status to
 derive component readiness, URLs, traffic and rollout state. Only that read side is modelled here, leniently
-(every field optional, unknown fields kept), so a newer Knative never breaks parsing.
+(every field optional, unknown fields kept), so a newer Knative never breaks parsing. A condition whose
+status is not True, False or Unknown (e.g. empty) is dropped, which is what KServe's `SetCondition` amounts
+to: it copies none of those.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from apis.base import KubeModel
-from apis.conditions import Condition
+from apis.conditions import Condition, ConditionSeverity, ConditionStatus
 
 KNATIVE_SERVING_GROUP: Final = "serving.knative.dev"
 KNATIVE_SERVING_VERSION: Final = "v1"
@@ -29,6 +31,9 @@ CONFIGURATION_LABEL: Final = "serving.knative.dev/configuration"
 REVISION_LABEL: Final = "serving.knative.dev/revision"
 SERVICE_UID_LABEL: Final = "serving.knative.dev/serviceUID"
 CONFIGURATION_GENERATION_LABEL: Final = "serving.knative.dev/configurationGeneration"
+
+_STATUSES: Final = get_args(ConditionStatus)
+_SEVERITIES: Final = get_args(ConditionSeverity)
 
 TAG_PREV: Final = "prev"
 TAG_LATEST: Final = "latest"
@@ -61,6 +66,20 @@ class KnativeServiceStatus(KubeModel):
     url: str | None = None
     address: Addressable | None = None
     traffic: list[TrafficTarget] | None = None
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _known_statuses(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        kept = []
+        for item in value:
+            if isinstance(item, dict) and item.get("status") not in _STATUSES:
+                continue
+            if isinstance(item, dict) and item.get("severity") not in (None, *_SEVERITIES):
+                item = {**item, "severity": ""}
+            kept.append(item)
+        return kept
 
     def get_condition(self, condition_type: str) -> Condition | None:
         for c in self.conditions:

@@ -14,6 +14,9 @@ SERVING_RUNTIMES: Final = Resource("serving.kserve.io", "v1alpha1", "servingrunt
 CLUSTER_SERVING_RUNTIMES: Final = Resource(
     "serving.kserve.io", "v1alpha1", "clusterservingruntimes", "ClusterServingRuntime", namespaced=False
 )
+CLUSTER_STORAGE_CONTAINERS: Final = Resource(
+    "serving.kserve.io", "v1alpha1", "clusterstoragecontainers", "ClusterStorageContainer", namespaced=False
+)
 KNATIVE_SERVICES: Final = Resource(
     KNATIVE_SERVING_GROUP, KNATIVE_SERVING_VERSION, "services", KNATIVE_SERVICE_KIND
 )

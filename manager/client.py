@@ -11,7 +11,9 @@ this module knowing about metrics.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,7 +30,9 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from manager.errors import ApiError, ConfigurationError, ServerUnavailable
+from manager.errors import ApiError, ConfigurationError, Gone, ServerUnavailable
+
+log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
 """A Kubernetes object as the API server serialises it (JSON)."""
@@ -90,6 +94,16 @@ class PatchType(StrEnum):
     JSON = "application/json-patch+json"
     STRATEGIC = "application/strategic-merge-patch+json"
     APPLY = "application/apply-patch+yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class ListResult:
+    """A whole collection as read by `Client.list_collection`."""
+
+    items: list[Object]
+    resource_version: str
+    paginated: bool
+    """True when the server answered in more than one page (it honoured the limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +237,55 @@ class Client:
         }
         return cast(Object, await self.request("GET", resource.path(namespace), query=query))
 
+    async def list_collection(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        page_size: int = 500,
+        resource_version: str | None = None,
+    ) -> ListResult:
+        """Read a whole collection, `page_size` objects per request (0: in one request).
+
+        As client-go's pager does: when a continue token expires (410) before the last page, because etcd
+        was compacted past the list's revision, the collection is read again in one unpaged request at
+        `resource_version`, rather than failing or starting over with pages that would expire again.
+        """
+        items: list[Object] = []
+        token: str | None = None
+        paginated = False
+        while True:
+            try:
+                page = await self.list_page(
+                    resource,
+                    namespace,
+                    label_selector=label_selector,
+                    limit=page_size or None,
+                    continue_token=token,
+                    resource_version=None if token else resource_version or None,
+                )
+            except Gone:
+                if token is None:
+                    raise
+                log.info("listing %s: the continue token expired; listing again without pages", resource)
+                page = await self.list_page(
+                    resource,
+                    namespace,
+                    label_selector=label_selector,
+                    resource_version=resource_version or None,
+                )
+                items, token = [], None
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", resource.api_version)
+                item.setdefault("kind", resource.kind)
+                items.append(item)
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or None
+            if not token:
+                return ListResult(items, str(meta.get("resourceVersion") or ""), paginated)
+            paginated = True
+
     async def list_all(
         self,
         resource: Resource,
@@ -231,21 +294,11 @@ class Client:
         label_selector: str | None = None,
         page_size: int = 500,
     ) -> tuple[list[Object], str]:
-        """Read a whole collection page by page; returns its items and the list's resourceVersion."""
-        items: list[Object] = []
-        token: str | None = None
-        while True:
-            page = await self.list_page(
-                resource, namespace, label_selector=label_selector, limit=page_size, continue_token=token
-            )
-            for item in page.get("items") or []:
-                item.setdefault("apiVersion", resource.api_version)
-                item.setdefault("kind", resource.kind)
-                items.append(item)
-            meta = page.get("metadata") or {}
-            token = meta.get("continue") or None
-            if not token:
-                return items, str(meta.get("resourceVersion") or "")
+        """Read a whole, current collection page by page; returns its items and the list's resourceVersion."""
+        result = await self.list_collection(
+            resource, namespace, label_selector=label_selector, page_size=page_size
+        )
+        return result.items, result.resource_version
 
     async def create(self, resource: Resource, obj: Object, namespace: str | None = None) -> Object:
         """Create an object (namespace from the argument or the object)."""
@@ -319,16 +372,20 @@ class Client:
         *,
         resource_version: str,
         timeout_seconds: int,
-        read_timeout: float,
+        heartbeat_timeout: float,
         label_selector: str | None = None,
         allow_bookmarks: bool = True,
     ) -> AsyncIterator[AsyncIterator[WatchEvent]]:
         """Open a watch from `resource_version`; yields an iterator of events.
 
-        The server ends the stream after `timeout_seconds`; `read_timeout` bounds the silence between two
-        lines on the client side and must be longer than the bookmark interval (about a minute) but is kept
-        short enough that a half-open connection is noticed. A 410 arrives either as an HTTP error (raised
-        as `Gone`) or as an ERROR event (yielded; the caller decides).
+        The server ends the stream after `timeout_seconds`; the client gives it `WATCH_CLIENT_MARGIN` more
+        before it calls the stream dead. A quiet stream is healthy until then: the API server (1.20 to at
+        least 1.26) sends bookmarks only once its watch cache has seen the resource change since it started,
+        and only with a version newer than the watch's start, so silence alone says nothing. Once the
+        stream has delivered a bookmark, the server sends one about every minute, and a silence longer than
+        `heartbeat_timeout` means a half-open connection: the iterator raises `ServerUnavailable`. A 410
+        arrives either as an HTTP error (raised as `Gone`) or as an ERROR event (yielded; the caller
+        decides).
         """
         query: dict[str, str | int | bool | None] = {
             "watch": "true",
@@ -337,35 +394,48 @@ class Client:
             "allowWatchBookmarks": "true" if allow_bookmarks else None,
             "labelSelector": label_selector,
         }
-        # The server ends the stream first; the client's total bound is a backstop for a server that does not.
         timeout = aiohttp.ClientTimeout(
             total=timeout_seconds + WATCH_CLIENT_MARGIN,
             connect=self.request_timeout,
             sock_connect=self.request_timeout,
-            sock_read=read_timeout,
         )
         response = await self._send("GET", resource.path(namespace), query=query, timeout=timeout)
         try:
             if not 200 <= response.status < 300:
                 text = (await response.read()).decode("utf-8", errors="replace")
                 raise ApiError.from_response(response.status, text)
-            yield _events(response, str(resource))
+            yield _events(response, str(resource), heartbeat_timeout)
         finally:
             response.close()
 
 
-async def _events(response: aiohttp.ClientResponse, what: str) -> AsyncIterator[WatchEvent]:
-    try:
-        async for line in response.content:
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError as exc:
-                raise ServerUnavailable(0, "BadWatchLine", f"watch {what}: undecodable line") from exc
-            yield WatchEvent(str(event.get("type") or ""), event.get("object") or {})
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise ServerUnavailable(0, "WatchBroken", f"watch {what}: {_describe(exc)}") from exc
+async def _events(
+    response: aiohttp.ClientResponse, what: str, heartbeat_timeout: float
+) -> AsyncIterator[WatchEvent]:
+    heartbeats = False
+    while True:
+        try:
+            async with asyncio.timeout(heartbeat_timeout if heartbeats else None):
+                line = await response.content.readline()
+        except TimeoutError as exc:
+            if not heartbeats:
+                raise ServerUnavailable(0, "WatchBroken", f"watch {what}: not ended by the server") from exc
+            raise ServerUnavailable(
+                0, "WatchSilent", f"watch {what}: no bookmark for {heartbeat_timeout:g}s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise ServerUnavailable(0, "WatchBroken", f"watch {what}: {_describe(exc)}") from exc
+        if not line:
+            return
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError as exc:
+            raise ServerUnavailable(0, "BadWatchLine", f"watch {what}: undecodable line") from exc
+        kind = str(event.get("type") or "")
+        heartbeats = heartbeats or kind == "BOOKMARK"
+        yield WatchEvent(kind, event.get("object") or {})
 
 
 def _query_value(value: str | int | bool) -> str:

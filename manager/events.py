@@ -315,6 +315,11 @@ class EventBroadcaster:
         """Distinct events waiting to be written."""
         return len(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be written and nothing is being written."""
+        return not self._pending and self._inflight is None
+
     def recorder(self) -> EventRecorder:
         """A recorder feeding this broadcaster (cheap; controllers may share one)."""
         return EventRecorder(self)

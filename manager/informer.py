@@ -1,17 +1,29 @@
 """A list-then-watch informer that keeps a local copy of one resource type and never goes blind.
 
-Why it is written this way (each point is a failure seen in operators built on kubernetes-asyncio or kopf):
+Why it is written this way (each point is a failure seen in operators built on kubernetes-asyncio or kopf,
+or in this one), following client-go's reflector wherever it has an answer:
 
 * List, then watch from the list's resourceVersion with bookmarks, so no change between the two is missed
-  and a quiet watch keeps an up-to-date resourceVersion to resume from.
+  and a watch keeps an up-to-date resourceVersion to resume from.
+* Where to list from, as the reflector does: the first list asks for resourceVersion "0" (the API server's
+  watch cache, no etcd read); a re-list asks for at least the last version seen, in one unpaged request,
+  which the watch cache also serves; only when that version is unavailable (410, or "too large") does it
+  list from etcd ("" : the current state), page by page, falling back to one unpaged request if a continue
+  token expires before the last page (see `Client.list_collection`). A consistent paged list whose tokens
+  expire under continuous compaction would otherwise start over forever.
 * A 410 Gone (as an HTTP status or as an ERROR event) means our resourceVersion fell out of the server's
   window: list again and diff the new list against the store, emitting the adds, updates and deletes that
   happened while we were away. kubernetes-asyncio retries a 410 once and then gives up; we always re-list.
-* The server ends each watch after `watch_timeout` (randomised so that many informers do not reconnect in
-  lock-step); the client's read timeout is longer than the server's bookmark interval but much shorter than
-  forever, so a half-open connection (the "watch that silently stops") is noticed and the watch reopened
-  from the last resourceVersion. That inactivity watchdog costs one cheap watch request, not a re-list.
-* Connection errors back off exponentially with jitter and resume from the last resourceVersion.
+* Every list after the first, and every retry after an error, waits for client-go's backoff (0.8 s
+  doubling to 30 s, with up to 100% jitter, back to 0.8 s after two minutes without a failure), so a
+  re-list that keeps failing costs at most one list per 30 s.
+* The server ends each watch after `watch_timeout` (randomised in [1x, 2x) so that many informers do not
+  reconnect in lock-step), and the informer reopens it from the last resourceVersion without a word. A
+  quiet watch is not a failure: Kubernetes sends bookmarks only for resources its watch cache has seen
+  change since it started, so the client bounds a silent stream by the server's own deadline (plus a
+  margin), and by `inactivity_timeout` only once the stream has delivered a bookmark (`Client.watch`).
+  Reopening a silent stream costs one cheap watch request, not a re-list.
+* Connection errors back off and resume from the last resourceVersion.
 * Handlers run inline and must be cheap (they only enqueue keys); a handler that raises is logged and does
   not stop the informer.
 
@@ -25,11 +37,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from manager.client import Client, Object, Resource, WatchEvent, name_of, namespace_of
+from manager.client import Client, ListResult, Object, Resource, WatchEvent, name_of, namespace_of
 from manager.errors import ApiError, Gone
 
 log = logging.getLogger(__name__)
@@ -140,10 +153,14 @@ class WatchSettings:
     watch_timeout: float = 300.0
     """Server-side watch timeout; each watch uses a random value in [watch_timeout, 2*watch_timeout)."""
     inactivity_timeout: float = 120.0
-    """Client-side: reopen a watch that delivered nothing (not even a bookmark) for this long."""
+    """Client-side: reopen a watch that has sent bookmarks but then nothing for this long (must exceed the
+    server's bookmark interval, a minute)."""
     backoff_initial: float = 0.8
     backoff_max: float = 30.0
+    backoff_reset: float = 120.0
+    """The backoff starts again from `backoff_initial` after this long without a failure."""
     page_size: int = 500
+    """Objects per request when the list comes from etcd (watch-cache lists are never paged)."""
     resync_period: float | None = None
     """When set, every stored object is re-delivered to handlers as an update this often."""
 
@@ -169,6 +186,9 @@ class Informer:
         self._handlers: list[EventHandler] = []
         self._synced = asyncio.Event()
         self._resource_version = ""
+        self._version_unavailable = False
+        self._server_pages = False
+        self._backoff = Backoff(self.settings)
         self._task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
         self.relists = 0
@@ -222,7 +242,6 @@ class Informer:
         return True
 
     async def _run(self) -> None:
-        backoff = self.settings.backoff_initial
         need_list = True
         while True:
             try:
@@ -230,31 +249,58 @@ class Informer:
                     await self._list_and_replace()
                     need_list = False
                 await self._watch_once()
-                backoff = self.settings.backoff_initial
+                continue
             except asyncio.CancelledError:
                 raise
             except Gone:
                 log.info("%r: resourceVersion %s expired, listing again", self, self._resource_version)
                 need_list = True
+                delay = self._backoff.next()
             except Exception as exc:
-                delay = backoff * random.uniform(0.5, 1.5)
+                delay = self._backoff.next()
                 if isinstance(exc, ApiError):
                     log.warning("%r: %s; retrying in %.1fs", self, exc, delay)
                 else:
                     log.exception("%r: unexpected error; retrying in %.1fs", self, delay)
-                await asyncio.sleep(delay)
-                backoff = min(backoff * 2, self.settings.backoff_max)
+            await _sleep(delay)
 
-    async def _list_and_replace(self) -> None:
-        items, resource_version = await self.client.list_all(
+    def _relist_version(self) -> str:
+        # client-go's relistResourceVersion: the watch cache when it can serve us, etcd when it cannot.
+        if self._version_unavailable:
+            return ""
+        return self._resource_version or "0"
+
+    async def _list(self, version: str) -> ListResult:
+        # The watch cache serves a list at a version other than "0" only without a limit; a server that
+        # paged the first list has no watch cache for this resource, and keeps getting pages.
+        paged = self._server_pages or version in ("", "0")
+        return await self.client.list_collection(
             self.resource,
             self.namespace,
             label_selector=self.label_selector,
-            page_size=self.settings.page_size,
+            page_size=self.settings.page_size if paged else 0,
+            resource_version=version,
         )
+
+    async def _list_and_replace(self) -> None:
+        version = self._relist_version()
+        try:
+            result = await self._list(version)
+        except ApiError as exc:
+            if not (isinstance(exc, Gone) or is_version_too_large(exc)):
+                raise
+            log.info(
+                "%r: resourceVersion %s is not available (%s), listing the current state", self, version, exc
+            )
+            self._version_unavailable = True
+            version = self._relist_version()
+            result = await self._list(version)
+        self._version_unavailable = False
+        if version == "0" and result.paginated:
+            self._server_pages = True
         self.relists += 1
         seen: set[Key] = set()
-        for obj in items:
+        for obj in result.items:
             key = key_of(obj)
             seen.add(key)
             self._apply_upsert(obj)
@@ -263,7 +309,7 @@ class Informer:
                 gone = self.store.remove(key)
                 if gone is not None:
                     self._emit_delete(gone)
-        self._resource_version = resource_version
+        self._resource_version = result.resource_version
         if not self._synced.is_set():
             log.info("%r: synced %d objects", self, len(self.store))
             self._synced.set()
@@ -277,11 +323,12 @@ class Informer:
             self.namespace,
             resource_version=self._resource_version,
             timeout_seconds=timeout,
-            read_timeout=settings.inactivity_timeout,
+            heartbeat_timeout=settings.inactivity_timeout,
             label_selector=self.label_selector,
         ) as events:
             async for event in events:
                 self._handle(event)
+        log.debug("%r: the server ended the watch at resourceVersion %s", self, self._resource_version)
 
     def _handle(self, event: WatchEvent) -> None:
         obj = event.object
@@ -344,6 +391,39 @@ class Informer:
     def _emit_delete(self, obj: Object) -> None:
         for handler in self._handlers:
             _call(handler.on_delete, obj)
+
+
+class Backoff:
+    """client-go's reflector backoff: `initial` doubling to `max`, each wait in [d, 2d), reset after quiet."""
+
+    def __init__(self, settings: WatchSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._duration = settings.backoff_initial
+        self._last: float | None = None
+
+    def next(self) -> float:
+        """The next wait, in seconds."""
+        now = self._clock()
+        if self._last is None or now - self._last > self.settings.backoff_reset:
+            self._duration = self.settings.backoff_initial
+        self._last = now
+        duration = self._duration
+        self._duration = min(duration * 2, self.settings.backoff_max)
+        return duration * (1 + random.random())
+
+
+def is_version_too_large(exc: ApiError) -> bool:
+    """The server has not caught up with the resourceVersion asked for (504 with that cause)."""
+    details = exc.body.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return any(
+        isinstance(c, dict) and c.get("reason") == "ResourceVersionTooLarge" for c in causes or []
+    ) or (exc.status == 504 and "Too large resource version" in exc.message)
+
+
+async def _sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 def _call(method: Callable[..., None], *objs: Object) -> None:

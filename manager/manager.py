@@ -99,6 +99,11 @@ class Manager:
         self._broadcasters.append(broadcaster)
         return broadcaster
 
+    @property
+    def event_broadcasters(self) -> tuple[EventBroadcaster, ...]:
+        """The event broadcasters made by `event_broadcaster`."""
+        return tuple(self._broadcasters)
+
     def add_runnable(self, runnable: Runnable, *, needs_leader: bool) -> None:
         """Run `runnable` with the manager: always, or only while this replica leads."""
         (self._leader_runnables if needs_leader else self._runnables).append(runnable)

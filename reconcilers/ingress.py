@@ -47,6 +47,8 @@ _PORT_MATCH: Final = r"(?::\d{1,5})?"
 _GO_REGEXP_SPECIAL: Final = frozenset("\\.+*?()|[]{}^$")
 _TEMPLATE_ACTION: Final = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _TEMPLATE_FIELDS: Final = ("Name", "Namespace")
+_URL_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:|:")
+"""What Go's URL parser takes for a scheme (a leading ":" is its "missing protocol scheme" error)."""
 
 
 class IngressConfigError(ValueError):
@@ -137,6 +139,12 @@ def render_path_template(template: str, name: str, namespace: str) -> str:
     path = _TEMPLATE_ACTION.sub(substitute, template)
     if "{{" in path or "}}" in path:
         raise IngressConfigError(f"ingress pathTemplate {template!r}: unbalanced '{{{{' or '}}}}'")
+    if _URL_SCHEME.match(path):
+        # KServe (url.ParseRequestURI) refuses a rendered URL with a scheme or host.
+        raise IngressConfigError(
+            f"ingress pathTemplate {template!r} renders {path!r}, which has a scheme or a host; it must "
+            "render a URL path, e.g. /serving/{{ .Namespace }}/{{ .Name }}"
+        )
     if not path.startswith("/"):
         path = "/" + path
     bad = sorted({ch for ch in path if ch in "?#" or ch.isspace()})
@@ -358,7 +366,8 @@ class IngressReconciler:
         disabled, the ExternalName Service and then the VirtualService are applied when they differ (a
         component that is not Ready stops here with IngressReady explaining why); then `status.url`,
         `status.address.url` and IngressReady=True are set. Raises `IngressConfigError` for an unusable
-        pathTemplate and `ApiError` when a write fails.
+        pathTemplate, `reconcilers.apply.NotControlled` when another object holds the name of the Service
+        or the VirtualService, and `ApiError` when a write fails.
         """
         host = service_host(isvc)
         url = service_url(isvc, config)

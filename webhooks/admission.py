@@ -11,6 +11,11 @@ snapshot of `request.object` taken before any handler runs (`AdmissionRequest.ra
 that edits `request.object` in place, or decodes it into a typed model that drops or reorders fields, cannot
 corrupt the patch. The snapshot is a compact re-encoding of the decoded JSON, which is value-for-value what
 the API server sent (non-standard constants such as `NaN` are rejected at decode time).
+
+Reviews nested deeper than `MAX_NESTING` levels are refused at decode time. Go decodes 10,000 levels; the
+handlers here (deep copies, JSON Patch diffs, recursive merges) recurse a few Python frames per level, and
+at 600-900 levels they hit the interpreter's recursion limit. No Kubernetes object comes near 100 levels
+(a pod's deepest paths, in its affinity terms, nest about a dozen).
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ ADMISSION_V1: AdmissionVersion = "admission.k8s.io/v1"
 ADMISSION_V1BETA1: AdmissionVersion = "admission.k8s.io/v1beta1"
 SUPPORTED_VERSIONS: tuple[AdmissionVersion, ...] = (ADMISSION_V1, ADMISSION_V1BETA1)
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+
+MAX_NESTING = 100
+"""The deepest nesting of objects and arrays accepted in an AdmissionReview (the review itself is level 1)."""
 
 _MODEL_CONFIG = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
 
@@ -219,6 +227,10 @@ def decode_review(body: bytes) -> IncomingReview:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise InvalidReview("request.uid is missing or not a non-empty string", api_version=api_version)
+    if _nested_deeper_than(data, MAX_NESTING):
+        raise InvalidReview(
+            f"request is nested deeper than {MAX_NESTING} levels", api_version=api_version, uid=uid
+        )
     try:
         parsed = AdmissionRequest.model_validate(request)
     except ValidationError as exc:
@@ -227,6 +239,18 @@ def decode_review(body: bytes) -> IncomingReview:
         message = "request is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise InvalidReview(message, api_version=api_version, uid=uid) from None
     return IncomingReview(api_version, parsed)
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """True when objects and arrays in `value` nest more than `limit` deep (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def encode_review(api_version: AdmissionVersion, response: AdmissionResponse) -> dict[str, Any]:

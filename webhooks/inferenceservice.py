@@ -9,10 +9,12 @@ Defaulting (KServe v0.11 behaviour):
   ConfigMap's `deploy` key: the annotation is written, pinning the mode the object was created under
   (Serverless is never written); an existing annotation is never changed;
 - outside ModelMesh, a legacy framework key (`sklearn:` ...) becomes `model: {modelFormat: {name: sklearn}}`
-  carrying every field over, Triton's protocol defaulting to v2;
-- for each component with exactly one implementation, its serving container is named `kserve-container`
-  and gets requests/limits `cpu: 1`, `memory: 2Gi` where unset; explainers get the ConfigMap's default
-  `runtimeVersion`.
+  carrying every field over, the protocol of `triton` and `onnx` defaulting to v2; a `model` of format
+  `triton` without a protocol gets v2; nothing else is defaulted on a `model` (its runtime's container
+  supplies the name and resources);
+- for each other component implementation (custom containers, alibi, art), when it is the only one, its
+  serving container is named `kserve-container` and gets requests/limits `cpu: 1`, `memory: 2Gi` where
+  unset; explainers get the ConfigMap's default `runtimeVersion`.
 Deliberate differences: a predictor with both a legacy key and `model` is left for the validator to reject
 (v0.11 silently replaced the user's `model`), and a defaulted request never exceeds a user-set limit (nor a
 defaulted limit a user-set request), which in v0.11 produced a pod the API server rejects
@@ -21,17 +23,24 @@ defaulted limit a user-set request), which in v0.11 produced a pod the API serve
 Validation reports every problem at once, each saying what to change: the name (KServe's regex, and short
 enough that `<name>-<component>` is a valid Service name), exactly one implementation per component,
 replicas, concurrency, canary percent, logger mode, the autoscaler annotations and the per-component
-scaling spec (HPA or Knative rules, as KServe picks them), and storage URI schemes (which v0.11 checked only
-in the controller, after the object was stored). On UPDATE, problems the old object already had are not
-held against the update (a name cannot change; an object admitted before this webhook must still accept
-its finalizer), and an object being deleted is always admitted.
+scaling spec (HPA or Knative rules, as KServe picks them), KServe's spec checks (a custom predictor's
+`PROTOCOL` env is v1 or v2; the `storage:` spec of an explainer and of the tensorflow, pytorch, onnx and
+pmml keys names s3, hdfs or webhdfs; TensorFlow and TorchServe `-gpu` runtimeVersions iff a GPU limit; an
+ONNX storageUri names a .onnx file or none; PMML runs one worker), and storage URIs (which v0.11 checked
+only in the controller, after the object was stored; a URI a ClusterStorageContainer serves is accepted).
+The legacy-key checks only matter in ModelMesh mode: elsewhere the defaulter, which runs first, has turned
+the key into `model`, which KServe does not check either. On UPDATE, problems the old object already had
+are not held against the update (a name cannot change; an object admitted before this webhook must still
+accept its finalizer), and an object being deleted is always admitted.
 
-Configuration comes from a provider callable (the informer cache), parsed only when its data changes.
+Configuration and ClusterStorageContainers come from provider callables (the informer cache); the
+configuration is parsed only when its data changes.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,6 +51,7 @@ from apis.config import ConfigError, InferenceServicesConfig
 from apis.inferenceservice import EXPLAINERS, FRAMEWORKS, MODEL
 from apis.quantity import QuantityError, parse_quantity
 from apis.storage import STORAGE_URI_PREFIXES, is_supported_storage_uri
+from apis.storagecontainer import StorageContainerError
 from webhooks.admission import (
     AdmissionRequest,
     AdmissionResponse,
@@ -91,6 +101,23 @@ _PREDICTOR_CHOICES: Final = (
 )
 """The predictor's implementation keys in the order users know them from the docs (`containers` last)."""
 _CONTAINERS: Final = "containers"
+_TRITON: Final = "triton"
+_ONNX: Final = "onnx"
+_PMML: Final = "pmml"
+_GPU_IMAGE_FRAMEWORKS: Final = ("tensorflow", "pytorch")
+"""Legacy keys whose runtimeVersion must carry `-gpu` exactly when a GPU is limited (KServe validateGPU)."""
+_STORAGE_SPEC_CHECKED: Final = ("tensorflow", "pytorch", _ONNX, _PMML)
+"""Legacy predictor keys whose `storage` spec KServe validates (explainers are checked too)."""
+_STORAGE_SPEC_URI_PREFIXES: Final = ("s3://", "hdfs://", "webhdfs://")
+_GPU_SUFFIX: Final = "-gpu"
+_NVIDIA_GPU: Final = "nvidia.com/gpu"
+_ONNX_FILE_EXT: Final = ".onnx"
+_WORKERS_ARG: Final = "--workers"
+_PMML_MAX_WORKERS: Final = 1
+_PROTOCOL_ENV: Final = "PROTOCOL"
+_CUSTOM_PROTOCOLS: Final = (c.PROTOCOL_V1, c.PROTOCOL_V2)
+_V2_LEGACY_FRAMEWORKS: Final = (_TRITON, "onnx")
+"""Legacy predictor keys whose conversion to `model` defaults the protocol to v2 (KServe assign*Runtime)."""
 
 
 class InvalidObject(ValueError):
@@ -101,7 +128,8 @@ class InvalidObject(ValueError):
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    """A user value for a one-line message: quoted strings with control characters escaped, shortened."""
+    text = repr(value) if not isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -204,10 +232,25 @@ def _convert_legacy_framework(predictor: dict[str, Any], framework: str) -> None
     legacy = _object_or_none(predictor, framework, path)
     assert legacy is not None
     model: dict[str, Any] = {**legacy, "modelFormat": {"name": framework}}
-    if framework == "triton" and legacy.get("protocolVersion") is None:
+    if framework in _V2_LEGACY_FRAMEWORKS and legacy.get("protocolVersion") is None:
         model["protocolVersion"] = c.PROTOCOL_V2
     del predictor[framework]
     predictor[MODEL] = model
+
+
+def _default_model(model: dict[str, Any]) -> None:
+    """KServe `setPredictorModelDefaults`: a Triton model without a protocol speaks v2.
+
+    Nothing else: KServe's ModelSpec has no defaults, so the runtime's container supplies the name and the
+    resources (defaulting them here would override the runtime's own).
+    """
+    model_format = model.get("modelFormat")
+    if (
+        isinstance(model_format, dict)
+        and model_format.get("name") == _TRITON
+        and model.get("protocolVersion") is None
+    ):
+        model["protocolVersion"] = c.PROTOCOL_V2
 
 
 def _default_component(
@@ -228,6 +271,9 @@ def _default_component(
         implementation = MODEL
     spec = _object_or_none(component, implementation, f"{path}.{implementation}")
     assert spec is not None
+    if implementation == MODEL:
+        _default_model(spec)
+        return
     if name == c.EXPLAINER and spec.get("runtimeVersion") is None:
         explainer = getattr(config.explainers(), implementation)
         if explainer is not None:
@@ -268,16 +314,38 @@ def default_inference_service(obj: Any, *, config: InferenceServicesConfig | Non
 # --- Validation -----------------------------------------------------------------------------------
 
 
-def storage_uri_error(uri: Any, where: str, extra_prefixes: Iterable[str] = ()) -> str | None:
-    """Why `uri` cannot be a model location (None when it can): a known scheme, an Azure blob URL, a path."""
+def _go_path_ext(path: str) -> str:
+    """Go's `path.Ext`: from the last dot of the last `/`-separated element, "" without one."""
+    element = path.rpartition("/")[2]
+    dot = element.rfind(".")
+    return element[dot:] if dot >= 0 else ""
+
+
+def _go_int(text: str) -> int | None:
+    """Go's `strconv.ParseInt(text, 10, 64)`, or None when it fails."""
+    body = text[1:] if text[:1] in ("+", "-") else text
+    if not body or not body.isascii() or not body.isdigit():
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
+
+
+def storage_uri_error(
+    uri: Any, where: str, storage_containers: Iterable[Mapping[str, Any]] = ()
+) -> str | None:
+    """Why `uri` cannot be a model location (None when it can), by KServe's rule (`apis.storage`)."""
     if not isinstance(uri, str):
         return f"{where} must be a string, got {type_name(uri)}"
-    if is_supported_storage_uri(uri, extra_prefixes):
-        return None
+    try:
+        if is_supported_storage_uri(uri, storage_containers):
+            return None
+    except StorageContainerError as exc:
+        return f"{where} {_show(uri)} cannot be checked: {exc}"
     return (
         f"{where} {_show(uri)} is not supported: use a URI starting with "
-        f"{', '.join((*STORAGE_URI_PREFIXES, *extra_prefixes))}, an Azure blob URL "
-        "(https://<account>.blob.core.windows.net/<container>/<path>) or a local path"
+        f"{', '.join(STORAGE_URI_PREFIXES)}, an Azure blob URL "
+        "(https://<account>.blob.core.windows.net/<container>/<path>), a local path, or a URI a "
+        "ClusterStorageContainer serves"
     )
 
 
@@ -285,12 +353,16 @@ class _Checker:
     """Collects the problems of one object; every check tolerates any JSON type."""
 
     def __init__(
-        self, errors: list[str], deployment_mode: str, annotations: Mapping[str, Any], prefixes: Sequence[str]
+        self,
+        errors: list[str],
+        deployment_mode: str,
+        annotations: Mapping[str, Any],
+        storage_containers: Sequence[Mapping[str, Any]],
     ) -> None:
         self.errors = errors
         self.deployment_mode = deployment_mode
         self.annotations = annotations
-        self.prefixes = prefixes
+        self.storage_containers = storage_containers
 
     def add(self, message: str) -> None:
         self.errors.append(message)
@@ -326,7 +398,7 @@ class _Checker:
         return value
 
     def storage_uri(self, uri: Any, where: str) -> None:
-        if uri is not None and (problem := storage_uri_error(uri, where, self.prefixes)):
+        if uri is not None and (problem := storage_uri_error(uri, where, self.storage_containers)):
             self.add(problem)
 
     # -- components --------------------------------------------------------------------------------
@@ -347,7 +419,10 @@ class _Checker:
             return
         implementation = found[0]
         if implementation == _CONTAINERS:
-            self.custom_container(component[_CONTAINERS][0], f"{path}.containers[0]")
+            container = component[_CONTAINERS][0]
+            self.custom_container(container, f"{path}.containers[0]")
+            if name == c.PREDICTOR and isinstance(container, dict):
+                self.custom_protocol(container, f"{path}.containers[0]")
             return
         spec = component[implementation]
         where = f"{path}.{implementation}"
@@ -357,6 +432,9 @@ class _Checker:
         self.storage_uri(spec.get("storageUri"), f"{where}.storageUri")
         if name == c.PREDICTOR:
             self.predictor_implementation(spec, where, implementation)
+            self.legacy_predictor(spec, where, implementation)
+        if name == c.EXPLAINER or implementation in _STORAGE_SPEC_CHECKED:
+            self.storage_spec(spec, where, explainer=name == c.EXPLAINER)
 
     @staticmethod
     def _exactly_one(name: str, component: Mapping[str, Any], found: Sequence[str]) -> str:
@@ -383,6 +461,102 @@ class _Checker:
             or not (model_format["name"])
         ):
             self.add(f"{where}.modelFormat.name is required (the model's format, e.g. sklearn or onnx)")
+
+    def custom_protocol(self, container: Mapping[str, Any], where: str) -> None:
+        """KServe `validateCustomProtocol`: the first `PROTOCOL` env var of the container is v1 or v2."""
+        env = container.get("env")
+        for index, var in enumerate(env if isinstance(env, list) else []):
+            if isinstance(var, dict) and var.get("name") == _PROTOCOL_ENV:
+                value = var.get("value")
+                if value not in _CUSTOM_PROTOCOLS:
+                    self.add(
+                        f"{where}.env[{index}] ({_PROTOCOL_ENV}) {_show(value)} is not a supported protocol; "
+                        f"use {' or '.join(_CUSTOM_PROTOCOLS)}"
+                    )
+                return
+
+    def legacy_predictor(self, spec: Mapping[str, Any], where: str, implementation: str) -> None:
+        """KServe's checks of the legacy predictor keys (which survive defaulting only in ModelMesh mode)."""
+        if implementation in _GPU_IMAGE_FRAMEWORKS:
+            self.gpu_runtime_version(spec, where)
+        elif implementation == _ONNX:
+            uri = spec.get("storageUri")
+            extension = _go_path_ext(uri) if isinstance(uri, str) else ""
+            if extension not in ("", _ONNX_FILE_EXT):
+                self.add(
+                    f"{where}.storageUri {_show(uri)} must name a {_ONNX_FILE_EXT} file (or a directory), "
+                    f"not a {extension} file"
+                )
+        elif implementation == _PMML:
+            self.pmml_workers(spec, where)
+
+    def gpu_runtime_version(self, spec: Mapping[str, Any], where: str) -> None:
+        """KServe `validateGPU` (TensorFlow, TorchServe): a `-gpu` runtimeVersion iff a GPU is limited."""
+        version = spec.get("runtimeVersion")
+        if not isinstance(version, str):
+            return
+        resources = spec.get("resources")
+        limits = resources.get("limits") if isinstance(resources, dict) else None
+        wants_gpu = isinstance(limits, dict) and _NVIDIA_GPU in limits
+        gpu_image = _GPU_SUFFIX in version
+        if wants_gpu and not gpu_image:
+            self.add(
+                f"{where}.runtimeVersion {_show(version)} is not a GPU image but {where}.resources.limits "
+                f'requests {_NVIDIA_GPU}; use a runtimeVersion with "{_GPU_SUFFIX}" or remove the GPU limit'
+            )
+        elif gpu_image and not wants_gpu:
+            self.add(
+                f"{where}.runtimeVersion {_show(version)} is a GPU image but {where}.resources.limits "
+                f"requests no {_NVIDIA_GPU}; add the GPU limit or use a runtimeVersion without "
+                f'"{_GPU_SUFFIX}"'
+            )
+
+    def pmml_workers(self, spec: Mapping[str, Any], where: str) -> None:
+        """KServe `ValidateMaxArgumentWorkers(args, 1)`: each `--workers...` arg is `--workers=<n <= 1>`."""
+        args = spec.get("args")
+        for index, arg in enumerate(args if isinstance(args, list) else []):
+            if not isinstance(arg, str) or not arg.startswith(_WORKERS_ARG):
+                continue
+            _, equals, value = arg.partition("=")
+            workers = _go_int(value) if equals else None
+            if workers is None:
+                self.add(
+                    f"{where}.args[{index}] {_show(arg)} is not a valid workers argument; use --workers=1"
+                )
+            elif workers > _PMML_MAX_WORKERS:
+                self.add(
+                    f"{where}.args[{index}] {_show(arg)}: the PMML server runs at most "
+                    f"{_PMML_MAX_WORKERS} worker"
+                )
+
+    def storage_spec(self, spec: Mapping[str, Any], where: str, *, explainer: bool) -> None:
+        """KServe `validateStorageSpec`: with `storage`, storageUri or type must be s3, hdfs or webhdfs."""
+        storage = spec.get("storage")
+        if storage is None:
+            return
+        if not isinstance(storage, dict):
+            self.add(f"{where}.storage must be an object, got {type_name(storage)}")
+            return
+        uri = spec.get("storageUri")
+        if uri is not None and not (explainer and uri == ""):
+            if not (isinstance(uri, str) and uri.startswith(_STORAGE_SPEC_URI_PREFIXES)):
+                self.add(
+                    f"{where}.storageUri {_show(uri)} cannot be used with {where}.storage: with a storage "
+                    f"spec, storageUri must start with {', '.join(_STORAGE_SPEC_URI_PREFIXES)}"
+                )
+            return
+        parameters = storage.get("parameters")
+        if isinstance(parameters, dict) and "type" in parameters:
+            storage_type = parameters["type"]
+            if not (
+                isinstance(storage_type, str)
+                and (storage_type + "://").startswith(_STORAGE_SPEC_URI_PREFIXES)
+            ):
+                types = ", ".join(p.removesuffix("://") for p in _STORAGE_SPEC_URI_PREFIXES)
+                self.add(
+                    f"{where}.storage.parameters.type {_show(storage_type)} is not supported; use one of "
+                    f"{types}"
+                )
 
     def custom_container(self, container: Any, where: str) -> None:
         if not isinstance(container, dict):
@@ -513,11 +687,14 @@ def _annotations(metadata: Mapping[str, Any], errors: list[str]) -> dict[str, An
         return {}
     for key, value in annotations.items():
         if not isinstance(value, str):
-            errors.append(f"annotation {key} must be a string, got {type_name(value)}")
+            shown = key if isinstance(key, str) and key.isprintable() else _show(key)
+            errors.append(f"annotation {shown} must be a string, got {type_name(value)}")
     return annotations
 
 
-def _problems(obj: Any, config: InferenceServicesConfig, prefixes: Sequence[str]) -> list[str]:
+def _problems(
+    obj: Any, config: InferenceServicesConfig, storage_containers: Sequence[Mapping[str, Any]]
+) -> list[str]:
     if not isinstance(obj, dict):
         return [f"an InferenceService must be a JSON object, got {type_name(obj)}"]
     errors: list[str] = []
@@ -531,7 +708,7 @@ def _problems(obj: Any, config: InferenceServicesConfig, prefixes: Sequence[str]
             mode = config.deploy().default_deployment_mode
         except ConfigError:
             mode = c.SERVERLESS
-    checker = _Checker(errors, mode, annotations, prefixes)
+    checker = _Checker(errors, mode, annotations, storage_containers)
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         checker.name(metadata, [c.PREDICTOR])
@@ -552,23 +729,24 @@ def validate_inference_service(
     old: Any = None,
     *,
     config: InferenceServicesConfig | None = None,
-    storage_prefixes: Iterable[str] = (),
+    storage_containers: Iterable[Mapping[str, Any]] = (),
 ) -> list[str]:
     """The problems of an InferenceService, each a sentence saying what to change ([] when valid).
 
     With `old` (an UPDATE), problems the old object already had are left out, and an object that is being
     deleted has none. `config` supplies the default deployment mode when the object has no annotation (the
-    shipped default when omitted); `storage_prefixes` are extra accepted storage URI prefixes.
+    shipped default when omitted); `storage_containers` are the cluster's ClusterStorageContainers, whose
+    URIs are accepted.
     """
     config = config or SHIPPED_CONFIG
-    prefixes = tuple(storage_prefixes)
+    containers = tuple(storage_containers)
     if old is not None and isinstance(obj, dict):
         metadata = obj.get("metadata")
         if isinstance(metadata, dict) and metadata.get("deletionTimestamp"):
             return []
-    errors = _problems(obj, config, prefixes)
+    errors = _problems(obj, config, containers)
     if old is not None and errors:
-        existing = set(_problems(old, config, prefixes))
+        existing = set(_problems(old, config, containers))
         errors = [error for error in errors if error not in existing]
     return errors
 
@@ -619,10 +797,10 @@ class InferenceServiceValidator:
     def __init__(
         self,
         config: ConfigProvider | None = None,
-        storage_prefixes: Callable[[], Iterable[str]] | None = None,
+        storage_containers: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
     ) -> None:
         self._config = ConfigView(config)
-        self._storage_prefixes = storage_prefixes
+        self._storage_containers = storage_containers
 
     async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
         """Validate CREATE and UPDATE (the new object; problems the old one had are tolerated)."""
@@ -633,9 +811,9 @@ class InferenceServiceValidator:
             return allowed()
         try:
             config = self._config.current()
-            prefixes = tuple(self._storage_prefixes()) if self._storage_prefixes is not None else ()
+            containers = tuple(self._storage_containers()) if self._storage_containers is not None else ()
             old = request.old_object if request.operation == "UPDATE" else None
-            errors = validate_inference_service(obj, old, config=config, storage_prefixes=prefixes)
+            errors = validate_inference_service(obj, old, config=config, storage_containers=containers)
         except LookupError as exc:
             return errored(500, f"cannot validate the InferenceService: {exc}")
         except Exception as exc:  # a bug must still answer with a message, never EOF

@@ -10,11 +10,18 @@ admission handler protocol of `webhooks.admission`.
 Why errors look the way they do: v0.11 panics on malformed ConfigMap JSON and on a nil securityContext,
 and the API server then reports "failed calling webhook ... EOF", which tells the user nothing (reference
 §9 item 4). Here every failure is a `MutationError` with one line saying what is wrong: a malformed pod
-(code 400), a broken ConfigMap key (named), an unreadable Secret (code 500). ConfigMap keys are read only
-when an injector needs them, so a broken `logger` key fails only pods that use the logger.
+(code 400, including a namespace or ServiceAccount name that is no valid name, which would otherwise end
+up in a lookup's URL path), a broken ConfigMap key (named), an unreadable Secret (code 500). ConfigMap keys
+are read only when an injector needs them, so a broken `logger` key fails only pods that use the logger.
 
 The ConfigMap data comes from a provider callable (the informer cache in production); its parsed form is
 reused while the data is unchanged, so a request costs one deep copy and the injectors, not a JSON parse.
+ClusterStorageContainers come from a provider callable too (the informer cache), read only for pods that
+get a storage initializer.
+
+The answer is the JSON Patch from the pod as received to the mutated copy, the operations
+`jsonpatch.make_patch` gives, computed by `webhooks.json_patch` from the subtrees the injectors changed
+(a full diff of the pod cost about 1 ms, more than the rest of an admission; issue 13).
 
 Deliberate differences from v0.11, each documented in its injector:
 - securityContext of the containers we inject: KServe copies the user's and injects none when the user set
@@ -22,38 +29,36 @@ Deliberate differences from v0.11, each documented in its injector:
   profile (runAsNonRoot, allowPrivilegeEscalation false, capabilities drop ALL, seccomp RuntimeDefault)
   unless the user's own container or pod securityContext asks otherwise (`injectors.security`);
 - the storage-initializer UID annotation works without a user securityContext (v0.11 panics);
+- a ClusterStorageContainer never renames the init container (`injectors.storage_initializer`);
+- credentials: env vars set by name, stale ServiceAccount Secret references skipped (`injectors.credentials`);
 - metrics env vars merged by name, not duplicated; `prometheus.io/scrape: "true"` set;
 - malformed ConfigMap JSON, bad quantities, bad annotations: admission errors naming the problem, no panic.
 """
 
 from __future__ import annotations
 
-import copy
+import base64
+import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from apis.config import ConfigError
 from apis.constants import INFERENCE_SERVICE_LABEL
-from webhooks.admission import (
-    AdmissionRequest,
-    AdmissionResponse,
-    allowed,
-    errored,
-    patch_response_from_raw,
-)
+from webhooks.admission import AdmissionRequest, AdmissionResponse, Status, allowed, errored
 from webhooks.config import ConfigProvider, ConfigView
 from webhooks.injectors.accelerator import inject_accelerator_selector
 from webhooks.injectors.agent import inject_agent
 from webhooks.injectors.credentials import CredentialInjector, CredentialLookup
 from webhooks.injectors.metrics_aggregator import inject_metrics_aggregator
-from webhooks.injectors.pod import MutationError, Pod, check_pod
-from webhooks.injectors.storage_initializer import inject_storage_initializer
+from webhooks.injectors.pod import MutationError, Pod, check_pod, is_dns1123_label
+from webhooks.injectors.storage_initializer import StorageContainersProvider, inject_storage_initializer
+from webhooks.json_patch import copy_json, make_patch
 
 __all__ = ["ConfigProvider", "MutationError", "PodMutator", "PodMutatorHandler", "needs_mutation"]
 
 log = logging.getLogger(__name__)
+
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def needs_mutation(pod: object) -> bool:
@@ -70,46 +75,58 @@ def needs_mutation(pod: object) -> bool:
     return isinstance(labels, dict) and INFERENCE_SERVICE_LABEL in labels
 
 
-@contextmanager
-def _errors_as_mutation_error(injector: str) -> Iterator[None]:
-    try:
-        yield
-    except MutationError:
-        raise
-    except ConfigError as exc:
-        raise MutationError(str(exc)) from None
-    except Exception as exc:  # a bug must still answer the API server with a message, never EOF
-        log.exception("pod mutation failed in the %s injector", injector)
-        raise MutationError(f"internal error in the {injector} injector: {exc!r}") from exc
-
-
 class PodMutator:
-    """Applies KServe's injectors; config from `config_provider`, secrets through `lookup`."""
+    """Applies KServe's injectors.
 
-    def __init__(self, config_provider: ConfigProvider, lookup: CredentialLookup) -> None:
+    Config comes from `config_provider`, secrets through `lookup`, ClusterStorageContainers from
+    `storage_containers`.
+    """
+
+    def __init__(
+        self,
+        config_provider: ConfigProvider,
+        lookup: CredentialLookup,
+        storage_containers: StorageContainersProvider = tuple,
+    ) -> None:
         self._config = ConfigView(config_provider)
         self._lookup = lookup
+        self._storage_containers = storage_containers
 
     async def mutate(self, pod: Any, namespace: str) -> Pod:
         """A mutated deep copy of a labelled pod, or `pod` itself when it is not ours."""
         if not needs_mutation(pod):
             return pod  # type: ignore[no-any-return]
-        mutated = check_pod(copy.deepcopy(pod))
+        mutated = check_pod(copy_json(pod))
         namespace = namespace or (mutated.get("metadata") or {}).get("namespace") or ""
+        if namespace and not is_dns1123_label(namespace):
+            raise MutationError(
+                f"invalid pod: namespace {namespace!r} is not a valid namespace name (lower case letters, "
+                "digits and '-', at most 63 characters, starting and ending with a letter or digit)",
+                code=400,
+            )
         try:
             config = self._config.current()
         except LookupError as exc:
             raise MutationError(str(exc)) from exc
         credentials = CredentialInjector(config.credentials, self._lookup)
 
-        with _errors_as_mutation_error("accelerator"):
+        injector = "accelerator"  # one `try` for all four: a `with` each costs microseconds per pod
+        try:
             inject_accelerator_selector(mutated)
-        with _errors_as_mutation_error("storage-initializer"):
-            await inject_storage_initializer(mutated, namespace, config, credentials)
-        with _errors_as_mutation_error("agent"):
+            injector = "storage-initializer"
+            containers = self._storage_containers
+            await inject_storage_initializer(mutated, namespace, config, credentials, containers)
+            injector = "agent"
             await inject_agent(mutated, namespace, config, credentials)
-        with _errors_as_mutation_error("metrics-aggregator"):
+            injector = "metrics-aggregator"
             inject_metrics_aggregator(mutated, config.metrics_aggregator())
+        except MutationError:
+            raise
+        except ConfigError as exc:
+            raise MutationError(str(exc)) from None
+        except Exception as exc:  # a bug must still answer the API server with a message, never EOF
+            log.exception("pod mutation failed in the %s injector", injector)
+            raise MutationError(f"internal error in the {injector} injector: {exc!r}") from exc
         return mutated
 
 
@@ -133,4 +150,9 @@ class PodMutatorHandler:
             return errored(exc.code, exc.message)
         if mutated is pod:
             return allowed()
-        return patch_response_from_raw(request.raw_object or pod, mutated)
+        # The mutator never edits `pod` (it works on a copy): `pod` is the object as the API server sent it.
+        operations = make_patch(pod, mutated)
+        if not operations:
+            return allowed()
+        patch = base64.b64encode(_encode_json(operations).encode("utf-8")).decode("ascii")
+        return AdmissionResponse(allowed=True, status=Status(code=200), patch=patch, patch_type="JSONPatch")

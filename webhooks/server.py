@@ -14,7 +14,13 @@ With `failurePolicy: Fail` every pod and InferenceService create in the cluster 
   its deadline is cancelled and answered `errored(504, ...)` naming the path and the deadline. The deadline
   is the configured timeout, shortened to stay inside the `?timeout=` the API server sends, so the user sees
   our message rather than "context deadline exceeded". Cancellation needs the handler to await; CPU-bound
-  code cannot be interrupted.
+  code cannot be interrupted. The body must arrive within the same deadline (408 otherwise).
+- A body that did not arrive, or is not an AdmissionReview we could answer, is one WARNING line. JSON nested
+  deeper than `admission.MAX_NESTING` is refused before any handler sees it (400), and a handler that still
+  hits Python's recursion limit is answered `errored(400, ...)` with one line instead of a traceback of a
+  thousand frames.
+- Connections follow controller-runtime's webhook server (TLS handshake and request headers within 32 s,
+  keep-alive connections idle at most 90 s) and their number is bounded: see `manager/httpserver.py`.
 
 Certificates come from a directory (cert-manager's Secret mount, or `webhooks/certs.py`). A background task
 polls the files' identity (inode, size, mtime) every `reload_interval` seconds; on a change it loads the pair
@@ -38,7 +44,7 @@ from aiohttp import web
 from cryptography import x509
 
 from manager.errors import ConfigurationError
-from manager.httpserver import HttpServer
+from manager.httpserver import ConnectionLimits, HttpServer
 from webhooks.admission import (
     AdmissionHandler,
     AdmissionRequest,
@@ -90,6 +96,7 @@ class WebhookServer:
         max_body_bytes: int = MAX_BODY_BYTES,
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
         shutdown_timeout: float = 5.0,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -99,6 +106,7 @@ class WebhookServer:
         self.max_body_bytes = max_body_bytes
         self.reload_interval = reload_interval
         self.shutdown_timeout = shutdown_timeout
+        self.limits = limits or ConnectionLimits()
         self._handlers: dict[str, AdmissionHandler] = {}
         self._context: ssl.SSLContext | None = None
         self._certificate: x509.Certificate | None = None
@@ -123,6 +131,11 @@ class WebhookServer:
     def bound_port(self) -> int:
         """The port listened on (the real one when `port` was 0)."""
         return self._http.bound_port if self._http is not None else self.port
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (TLS handshakes included)."""
+        return self._http.open_connections if self._http is not None else 0
 
     @property
     def certificate(self) -> x509.Certificate | None:
@@ -150,6 +163,7 @@ class WebhookServer:
             (self.host, self.port),
             ssl_context=context,
             shutdown_timeout=self.shutdown_timeout,
+            limits=self.limits,
         )
         await http.start()
         self._http = http
@@ -225,19 +239,34 @@ class WebhookServer:
             return _plain(415, f"Content-Type must be application/json, got {shown[:100]}")
         if request.content_length is not None and request.content_length > self.max_body_bytes:
             return _too_large(f"request body of {request.content_length} bytes exceeds {self.max_body_bytes}")
+        deadline = self._deadline(request)
         try:
-            body = await request.read()
+            async with asyncio.timeout(deadline):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(f"request body exceeds {self.max_body_bytes} bytes")
+        except TimeoutError:
+            log.warning(
+                "webhook %s: refused a request from %s: body not received", request.path, _peer(request)
+            )
+            timed_out = _plain(408, f"request body not received within {deadline:g}s")
+            timed_out.force_close()
+            return timed_out
         if not body:
             return _plain(400, "request body is empty; expected an AdmissionReview")
         try:
             incoming = decode_review(body)
         except InvalidReview as exc:
+            log.warning(
+                "webhook %s: refused a request from %s (uid %s): %s",
+                request.path,
+                _peer(request),
+                exc.uid or "unknown",
+                exc.message[:MAX_ERROR_MESSAGE],
+            )
             if exc.api_version is not None and exc.uid is not None:
                 return _review(exc.api_version, errored(400, exc.message).complete(exc.uid))
             return _plain(400, exc.message)
-        deadline = self._deadline(request)
         response = await self._call(handler, incoming.request, request.path, deadline)
         return _review(incoming.api_version, response.complete(incoming.request.uid))
 
@@ -256,6 +285,9 @@ class WebhookServer:
         except TimeoutError:
             log.error("webhook %s timed out after %.1fs on %s (uid %s)", path, deadline, what, request.uid)
             return errored(504, f"webhook {path} did not answer within {deadline:g}s")
+        except RecursionError:
+            log.warning("webhook %s: %s is nested too deeply to process (uid %s)", path, what, request.uid)
+            return errored(400, f"the {request.kind.kind or 'object'} is nested too deeply to process")
         except Exception as exc:
             log.exception("webhook %s failed on %s (uid %s)", path, what, request.uid)
             return errored(500, f"webhook {path} failed: {_one_line(exc)}"[:MAX_ERROR_MESSAGE])
@@ -293,6 +325,10 @@ def _review(api_version: AdmissionVersion, response: AdmissionResponse) -> web.R
         body=json.dumps(encode_review(api_version, response), separators=(",", ":")).encode("utf-8"),
         content_type="application/json",
     )
+
+
+def _peer(request: web.Request) -> str:
+    return request.remote or "unknown"
 
 
 def _object_key(request: AdmissionRequest) -> str:

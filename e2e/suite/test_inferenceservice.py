@@ -65,7 +65,9 @@ async def test_v1_prediction_through_the_revision_service(env: Env, admin: Clien
 async def test_v2_prediction_through_the_revision_service(env: Env, admin: Client, namespace: str) -> None:
     needs_pods(env)
     isvc = env.isvc(namespace, "sklearn-v2")
+    # As KServe's own test_sklearn_v2: with protocol v2, MLServer (priority 2) would be auto-selected.
     isvc["spec"]["predictor"]["model"]["protocolVersion"] = "v2"
+    isvc["spec"]["predictor"]["model"]["runtime"] = "kserve-sklearnserver"
     await admin.create(INFERENCE_SERVICES, isvc)
     await ready(admin, namespace, "sklearn-v2", env.ready_timeout)
     status, body = await env.predict(admin, namespace, "sklearn-v2", V2_REQUEST, protocol="v2")

@@ -61,6 +61,10 @@ ALLOWED = [
     pytest.param(attrs("create", "services", "serving.knative.dev"), id="create-ksvc"),
     pytest.param(attrs("patch", "virtualservices", "networking.istio.io"), id="patch-virtualservice"),
     pytest.param(attrs("watch", "pods", namespace=None), id="watch-pods-cluster-wide"),
+    pytest.param(
+        attrs("watch", "clusterstoragecontainers", "serving.kserve.io", namespace=None),
+        id="watch-cluster-storage-containers",
+    ),
     pytest.param(attrs("create", "events"), id="create-event"),
     pytest.param(attrs("update", "configmaps"), id="update-modelconfig-configmap"),
     pytest.param(
@@ -101,6 +105,10 @@ FORBIDDEN = [
     pytest.param(attrs("delete", "pods"), id="delete-pod"),
     pytest.param(attrs("delete", "services"), id="delete-service"),
     pytest.param(attrs("delete", "inferenceservices", "serving.kserve.io"), id="delete-isvc"),
+    pytest.param(
+        attrs("create", "clusterstoragecontainers", "serving.kserve.io", namespace=None),
+        id="create-cluster-storage-container",
+    ),
     pytest.param(
         attrs("update", "leases", "coordination.k8s.io", namespace="kube-system"), id="foreign-lease"
     ),

@@ -153,6 +153,14 @@ class Harness:
 
         return await self.until(probe, bool, timeout)
 
+    async def events_written(self, timeout: float = 60.0) -> None:
+        """Wait until the manager's event broadcasters have written everything recorded so far."""
+        deadline = time.monotonic() + timeout
+        while not all(b.idle for b in self.manager.event_broadcasters):
+            if time.monotonic() > deadline:
+                raise AssertionError("events were not written")
+            await asyncio.sleep(0.05)
+
     async def set_config(self, key: str, value: str) -> None:
         await self.client.patch(CONFIGMAPS, "inferenceservice-config", {"data": {key: value}}, self.namespace)
 

@@ -11,8 +11,15 @@ import pytest
 
 from apis.inferenceservice import InferenceService
 from apis.knative import KnativeServiceStatus
-from apis.resources import CLUSTER_SERVING_RUNTIMES, INFERENCE_SERVICES, SERVING_RUNTIMES, TRAINED_MODELS
+from apis.resources import (
+    CLUSTER_SERVING_RUNTIMES,
+    CLUSTER_STORAGE_CONTAINERS,
+    INFERENCE_SERVICES,
+    SERVING_RUNTIMES,
+    TRAINED_MODELS,
+)
 from apis.servingruntime import ClusterServingRuntime, ServingRuntime, select_runtime
+from apis.storagecontainer import ClusterStorageContainer, storage_container_for
 from apis.trainedmodel import TrainedModel
 from e2e.localcluster.apply import apply_manifests
 from e2e.localcluster.cluster import LocalCluster
@@ -54,7 +61,8 @@ def isvc_body(namespace: str) -> dict[str, Any]:
 
 
 def test_crds_are_established_with_kserve_names(crds: LocalCluster) -> None:
-    for plural in ("inferenceservices", "trainedmodels", "servingruntimes", "clusterservingruntimes"):
+    plurals = ("inferenceservices", "trainedmodels", "servingruntimes", "clusterservingruntimes")
+    for plural in (*plurals, "clusterstoragecontainers"):
         body = ok(
             crds.request(
                 "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.serving.kserve.io"
@@ -235,3 +243,56 @@ def test_trained_model_and_runtimes(crds: LocalCluster, namespace: str) -> None:
         assert (chosen.name, chosen.cluster) == ("local-sklearn", False)
     finally:
         crds.request("DELETE", CLUSTER_SERVING_RUNTIMES.path(name=cluster_name))
+
+
+def test_cluster_storage_container_is_cluster_scoped_round_trips_and_needs_its_fields(
+    crds: LocalCluster,
+) -> None:
+    """KServe's Helm default ClusterStorageContainer, stored and read back through the typed model."""
+    body = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterStorageContainer",
+        "metadata": {"name": "crd-test-default"},
+        "spec": {
+            "container": {
+                "name": "storage-initializer",
+                "image": "kserve/storage-initializer:latest",
+                "resources": {
+                    "requests": {"memory": "100Mi", "cpu": "100m"},
+                    "limits": {"memory": "1Gi", "cpu": "1"},
+                },
+                "securityContext": {"runAsNonRoot": True},
+            },
+            "supportedUriFormats": [
+                {"prefix": "gs://"},
+                {"prefix": "s3://"},
+                {"regex": "https://(.+?).blob.core.windows.net/(.+)"},
+            ],
+        },
+        "disabled": False,
+    }
+    created = ok(crds.request("POST", CLUSTER_STORAGE_CONTAINERS.path(None), body), 201)
+    try:
+        assert "namespace" not in created["metadata"]
+        assert created["spec"] == body["spec"]
+        assert created["disabled"] is False
+        parsed = ClusterStorageContainer.from_object(created)
+        assert parsed.to_object() == created
+        found = storage_container_for([created], "https://acct.blob.core.windows.net/c/m")
+        assert found is not None
+        assert found.spec.container["image"] == "kserve/storage-initializer:latest"
+        for field in ("container", "supportedUriFormats"):
+            incomplete = json.loads(json.dumps(body))
+            incomplete["metadata"]["name"] = f"crd-test-no-{field.lower()}"
+            del incomplete["spec"][field]
+            status, answer = crds.request("POST", CLUSTER_STORAGE_CONTAINERS.path(None), incomplete)
+            assert status == 422, answer
+            assert field in answer["message"]
+        nameless = json.loads(json.dumps(body))
+        nameless["metadata"]["name"] = "crd-test-nameless"
+        del nameless["spec"]["container"]["name"]
+        status, answer = crds.request("POST", CLUSTER_STORAGE_CONTAINERS.path(None), nameless)
+        assert status == 422, answer
+        assert "spec.container.name" in answer["message"]
+    finally:
+        crds.request("DELETE", CLUSTER_STORAGE_CONTAINERS.path(None, "crd-test-default"))

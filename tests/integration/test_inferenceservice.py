@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import AsyncIterator
 from functools import partial
@@ -11,11 +12,25 @@ from typing import Any
 
 import pytest
 
-from apis.resources import INFERENCE_SERVICES, KNATIVE_SERVICES, TRAINED_MODELS, VIRTUAL_SERVICES
+from apis.resources import (
+    CLUSTER_SERVING_RUNTIMES,
+    INFERENCE_SERVICES,
+    KNATIVE_SERVICES,
+    TRAINED_MODELS,
+    VIRTUAL_SERVICES,
+)
 from e2e.knative_double import FAIL_REVISION_ANNOTATION
+from e2e.localcluster.cluster import LocalCluster
 from manager.client import CONFIGMAPS, SERVICES, Object
 from manager.errors import NotFound
-from tests.integration.isvc_harness import Harness, condition, running_harness, sklearn_isvc
+from manager.reconcile import Request
+from tests.integration.isvc_harness import (
+    SKLEARN_RUNTIME,
+    Harness,
+    condition,
+    running_harness,
+    sklearn_isvc,
+)
 
 
 @pytest.fixture
@@ -412,3 +427,182 @@ async def test_steady_state_resync_of_200_makes_no_writes(kubeconfig: Path, name
         assert reconciles is not None
         assert reconciles >= 200
         assert h.writes() - before == 0
+
+
+def error_reconciles(h: Harness) -> float:
+    value = h.manager.metrics.registry.get_sample_value(
+        "controller_runtime_reconcile_total", {"controller": "inferenceservice", "result": "error"}
+    )
+    return value or 0.0
+
+
+async def assert_no_retry_loop(h: Harness) -> None:
+    """Settled, and no reconcile fails over the next two seconds (a user error is not retried)."""
+    await h.settle()
+    before = error_reconciles(h)
+    await asyncio.sleep(2)
+    assert error_reconciles(h) == before == 0
+
+
+async def test_broken_deploy_key_is_a_condition_and_an_event_not_a_loop(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(sklearn_isvc(ns, "dep"))
+    annotated = sklearn_isvc(ns, "annotated")
+    annotated["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "Serverless"}
+    await h.create(annotated)
+    await h.ready("dep")
+    await h.ready("annotated")
+    await h.set_config("deploy", '{"defaultDeploymentMode": ')
+    broken = await h.isvc_when("dep", lambda o: condition(o, "Ready").get("status") == "False")
+    cond = condition(broken, "PredictorReady")
+    assert (cond["status"], cond["reason"]) == ("False", "InvalidConfiguration")
+    assert 'key "deploy": invalid JSON' in cond["message"]
+    assert condition(broken, "Ready")["message"] == cond["message"], "no stale Ready=True"
+    event = await h.wait_event("InvalidConfiguration", "dep")
+    assert event["type"] == "Warning"
+    await assert_no_retry_loop(h)
+    # The deploy key is not needed by an InferenceService that names its mode.
+    assert condition(await h.get("annotated"), "Ready")["status"] == "True"
+
+
+async def test_broken_explainers_key_only_concerns_inferenceservices_with_an_explainer(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(sklearn_isvc(ns, "plain"))
+    explained = sklearn_isvc(ns, "explained", explainer={"alibi": {"type": "AnchorTabular"}})
+    await h.create(explained)
+    await h.ready("plain")
+    await h.ready("explained")
+    await h.set_config("explainers", "{not json")
+    broken = await h.isvc_when("explained", lambda o: condition(o, "Ready").get("status") == "False")
+    cond = condition(broken, "ExplainerReady")
+    assert (cond["status"], cond["reason"]) == ("False", "InvalidConfiguration")
+    assert 'key "explainers"' in cond["message"]
+    assert condition(broken, "IngressReady")["reason"] == "Explainer ingress not created"
+    assert condition(broken, "Ready")["message"] == cond["message"]
+    await h.wait_event("InvalidConfiguration", "explained")
+
+    # The InferenceService without an explainer stays Ready and keeps following its spec.
+    def two_replicas(obj: Object) -> None:
+        obj["spec"]["predictor"]["minReplicas"] = 2
+
+    await h.update_spec("plain", two_replicas)
+
+    def min_scale_two(ksvc: Object) -> bool:
+        annotations = ksvc.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations", {})
+        return bool(annotations.get("autoscaling.knative.dev/min-scale") == "2")
+
+    await h.until(lambda: get_or_empty(h, KNATIVE_SERVICES, "plain-predictor"), min_scale_two)
+    plain = await h.get("plain")
+    assert condition(plain, "Ready")["status"] == "True"
+    assert not [e for e in await h.events("InvalidConfiguration") if e["involvedObject"]["name"] == "plain"]
+    await assert_no_retry_loop(h)
+
+
+async def test_a_malformed_runtime_is_named_to_the_inferenceservice_that_uses_it(h: Harness) -> None:
+    """A runtime that passes the CRD schema but not our model: its user learns what is wrong with it."""
+    ns = h.namespace
+    runtime_name = f"broken-{ns}"
+    broken = copy.deepcopy(SKLEARN_RUNTIME)
+    broken["metadata"] = {"name": runtime_name}
+    broken["spec"]["containers"][0]["env"] = [{"name": "A", "valueFrom": "not-an-object"}]
+    await h.client.create(CLUSTER_SERVING_RUNTIMES, broken)
+    try:
+        await h.create(sklearn_isvc(ns, "healthy"))
+        user = sklearn_isvc(ns, "user")
+        user["spec"]["predictor"]["model"]["runtime"] = runtime_name
+        await h.create(user)
+        bad = await h.isvc_when("user", lambda o: condition(o, "Ready").get("status") == "False")
+        cond = condition(bad, "PredictorReady")
+        assert cond["reason"] == "RuntimeNotRecognized"
+        assert cond["message"].startswith(f'ClusterServingRuntime "{runtime_name}" cannot be used: ')
+        assert "valueFrom" in cond["message"]
+        assert "No ServingRuntimes" not in cond["message"]
+        assert bad["status"]["modelStatus"]["lastFailureInfo"]["reason"] == "RuntimeNotRecognized"
+        await h.wait_event("RuntimeNotRecognized", "user")
+        await h.ready("healthy")
+        await assert_no_retry_loop(h)
+    finally:
+        await h.client.delete(CLUSTER_SERVING_RUNTIMES, runtime_name)
+
+
+async def test_model_config_exists_even_when_no_runtime_serves_the_predictor(h: Harness) -> None:
+    ns = h.namespace
+    obj = sklearn_isvc(ns, "mms")
+    obj["spec"]["predictor"] = {"model": {"modelFormat": {"name": "no-such-format"}}}
+    await h.create(obj)
+    bad = await h.isvc_when("mms", lambda o: condition(o, "Ready").get("status") == "False")
+    assert condition(bad, "PredictorReady")["reason"] == "NoSupportingRuntime"
+    configmap = await h.client.get(CONFIGMAPS, "modelconfig-mms-0", ns)
+    assert configmap["data"] == {"models.json": "[]"}
+
+
+async def test_missing_ingress_key_uses_kserve_defaults(h: Harness) -> None:
+    """KServe reads a missing `ingress` key as an empty one: no gateway, so no ExternalName to point at."""
+    ns = h.namespace
+    await h.client.patch(CONFIGMAPS, "inferenceservice-config", {"data": {"ingress": None}}, ns)
+    await h.create(sklearn_isvc(ns, "noingress"))
+    isvc = await h.isvc_when("noingress", lambda o: condition(o, "IngressReady").get("status") == "False")
+    cond = condition(isvc, "IngressReady")
+    assert cond["reason"] == "InvalidConfiguration"
+    assert "externalName" in cond["message"]
+    assert 'key "ingress"' in cond["message"]
+    assert condition(isvc, "PredictorReady")["status"] == "True", "the components do not need the key"
+    await assert_no_retry_loop(h)
+
+
+def event_counts(events: list[Object], name: str) -> dict[str, int]:
+    """Event reason -> its count, for the Events about the InferenceService `name`."""
+    counts: dict[str, int] = {}
+    for event in events:
+        if event["involvedObject"]["name"] == name and event["involvedObject"]["kind"] == "InferenceService":
+            counts[event["reason"]] = counts.get(event["reason"], 0) + int(event.get("count") or 1)
+    return counts
+
+
+async def test_a_user_problem_is_one_event_however_often_it_is_reconciled(h: Harness) -> None:
+    ns = h.namespace
+    obj = sklearn_isvc(ns, "norun")
+    obj["spec"]["predictor"]["model"]["runtime"] = "does-not-exist"
+    await h.create(obj)
+    await h.wait_event("RuntimeNotRecognized", "norun")
+    for value in ("1", "2", "3"):
+        # Each change of the ConfigMap re-queues every InferenceService.
+        await h.client.patch(
+            CONFIGMAPS, "inferenceservice-config", {"metadata": {"labels": {"v": value}}}, ns
+        )
+        await h.settle()
+    for informer in h.manager.cache.informers:
+        informer.resync()
+    await h.settle()
+    await h.events_written()
+    assert event_counts(await h.events(), "norun") == {"RuntimeNotRecognized": 1}
+
+
+async def test_an_api_server_outage_is_one_internal_error_and_one_update_failed(
+    kubeconfig: Path, namespace: str, local_cluster: LocalCluster
+) -> None:
+    """KServe v0.11 emits both on every failed attempt: 9 of each for a 7-second outage."""
+    async with running_harness(kubeconfig, namespace) as h:
+        await h.create(sklearn_isvc(namespace, "flight"))
+        await h.ready("flight")
+        await h.settle()
+        errors = error_reconciles(h)
+        # In flight when the API server goes: a spec change whose children and status are not written yet.
+        cached = await h.get("flight")
+        cached["spec"]["predictor"]["minReplicas"] = 2
+        cached["metadata"]["resourceVersion"] = "1"  # older than the server's: the re-list replaces it
+        cached.pop("status")
+        await asyncio.to_thread(local_cluster.stop_apiserver, True)
+        try:
+            h.manager.cache.informer(INFERENCE_SERVICES).store.put(cached)
+            (controller,) = (c for c in h.manager.controllers if c.name == "inferenceservice")
+            controller.queue.add(Request(namespace, "flight"))
+            await asyncio.sleep(7)
+        finally:
+            await asyncio.to_thread(local_cluster.start_apiserver)
+        await h.ready("flight")
+        await h.settle()
+        await h.events_written()
+        assert error_reconciles(h) - errors >= 5, "the reconcile failed again and again during the outage"
+        counts = event_counts(await h.events(), "flight")
+        assert (counts.get("InternalError"), counts.get("UpdateFailed")) == (1, 1), counts

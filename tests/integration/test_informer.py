@@ -1,16 +1,22 @@
-"""The informer against a real kube-apiserver: events, watch expiry, restarts, the inactivity watchdog."""
+"""The informer against a real kube-apiserver: events, watch expiry, restarts, compaction, quiet watches."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
 
 from e2e.localcluster.cluster import LocalCluster
-from manager.client import CONFIGMAPS, NAMESPACES, Client, Object
-from manager.errors import AlreadyExists, ApiError, NotFound
+from manager.client import CONFIGMAPS, NAMESPACES, Client, Object, Resource
+from manager.errors import AlreadyExists, ApiError, Gone, NotFound
 from manager.informer import OWNER_INDEX, Informer, WatchSettings, key_of
+
+PODTEMPLATES = Resource("", "v1", "podtemplates", "PodTemplate")
 
 
 class Recorder:
@@ -39,6 +45,15 @@ def configmap(namespace: str, name: str, **data: str) -> Object:
         "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": namespace},
         "data": data,
+    }
+
+
+def podtemplate(namespace: str, name: str) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": name, "namespace": namespace},
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}},
     }
 
 
@@ -193,15 +208,21 @@ async def test_cache_converges_when_apiserver_is_killed_while_objects_change(
         assert seen == want
 
 
-async def test_inactivity_watchdog_reopens_a_silent_watch_without_relisting(
-    client: Client, namespace: str
+async def test_a_quiet_watch_is_ended_by_the_server_without_a_warning(
+    client: Client, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    informer = Informer(client, CONFIGMAPS, namespace, settings=WatchSettings(inactivity_timeout=0.5))
-    async with running(informer):
-        await eventually(lambda: informer.watches >= 3, timeout=20, what="watch reopened")
-        assert informer.relists == 1
-        await client.create(CONFIGMAPS, configmap(namespace, "after-silence"))
-        await eventually(lambda: informer.store.get(namespace, "after-silence") is not None)
+    # Nothing in the cluster writes PodTemplates, so the API server (1.20) never sends a bookmark on this
+    # watch: the stream is silent until the server ends it. That is a healthy watch, not a broken one.
+    informer = Informer(
+        client, PODTEMPLATES, namespace, settings=WatchSettings(watch_timeout=2, inactivity_timeout=1)
+    )
+    with caplog.at_level(logging.INFO, logger="manager"):
+        async with running(informer):
+            await eventually(lambda: informer.watches >= 4, timeout=30, what="watches ended by the server")
+            await client.create(PODTEMPLATES, podtemplate(namespace, "after-silence"))
+            await eventually(lambda: informer.store.get(namespace, "after-silence") is not None)
+    assert informer.relists == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_server_side_watch_timeout_resumes_from_last_version(client: Client, namespace: str) -> None:
@@ -218,3 +239,68 @@ async def test_server_side_watch_timeout_resumes_from_last_version(client: Clien
         assert informer.relists == 1
         adds = [e for e in recorder.events if e[0] == "add" and e[1].startswith("t-")]
         assert adds == [("add", f"t-{i}") for i in range(5)]
+
+
+class CompactingClient(Client):
+    """Compacts etcd past every paged list's revision before its next page is read, and counts list requests.
+
+    This is the worst case of continuous compaction: every continue token has expired by the time it is
+    used. One write first moves etcd's revision past the list's, so that the compaction removes it.
+    """
+
+    def __init__(self, client: Client, cluster: LocalCluster, scratch: str) -> None:
+        super().__init__(client.api_client, request_timeout=client.request_timeout)
+        self.cluster = cluster
+        self.scratch = scratch
+        self.requests: list[dict[str, Any]] = []
+
+    async def list_page(self, *args: Any, **kwargs: Any) -> Object:
+        self.requests.append(kwargs)
+        page = await super().list_page(*args, **kwargs)
+        if page.get("metadata", {}).get("continue"):
+            await self.create(CONFIGMAPS, configmap(self.scratch, f"bump-{random.randrange(10**9)}"))
+            await asyncio.to_thread(self.cluster.compact_etcd)
+        return page
+
+
+async def test_an_expired_continue_token_falls_back_to_one_unpaged_list(
+    client: Client, namespace: str, local_cluster: LocalCluster
+) -> None:
+    for i in range(5):
+        await client.create(CONFIGMAPS, configmap(namespace, f"cm-{i}"))
+    compacting = CompactingClient(client, local_cluster, namespace)
+    result = await compacting.list_collection(CONFIGMAPS, namespace, page_size=2, resource_version="")
+    names = {o["metadata"]["name"] for o in result.items}
+    assert {f"cm-{i}" for i in range(5)} <= names
+    # Page one, its expired continuation (410), then the whole collection in one request.
+    assert [r.get("limit") for r in compacting.requests] == [2, 2, None]
+    assert compacting.requests[1]["continue_token"]
+    with pytest.raises(Gone):
+        await compacting.list_page(
+            CONFIGMAPS, namespace, continue_token=compacting.requests[1]["continue_token"]
+        )
+
+
+async def test_relists_under_continuous_compaction_converge_with_few_lists(
+    client: Client, namespace: str, local_cluster: LocalCluster
+) -> None:
+    elsewhere = f"{namespace}-x"
+    await client.create(
+        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": elsewhere}}
+    )
+    for i in range(6):
+        await client.create(CONFIGMAPS, configmap(namespace, f"cm-{i}"))
+    compacting = CompactingClient(client, local_cluster, elsewhere)
+    settings = WatchSettings(page_size=2, backoff_initial=0.2, backoff_max=1)
+    informer = Informer(compacting, CONFIGMAPS, namespace, settings=settings)
+    async with running(informer):
+        # Make the watch expire (a restarted API server's watch cache no longer covers our version) while
+        # every paged list's continue token expires too.
+        await churn_elsewhere(client, elsewhere, 20)
+        await asyncio.to_thread(local_cluster.restart_apiserver, True)
+        await client.delete(CONFIGMAPS, "cm-0", namespace)
+        await client.create(CONFIGMAPS, configmap(namespace, "cm-new"))
+        want = await server_state(client, namespace)
+        await eventually(lambda: store_state(informer) == want, what="cache converged")
+    assert informer.relists >= 2, "the watch should have expired"
+    assert len(compacting.requests) <= 4, compacting.requests

@@ -1,8 +1,9 @@
 """The InferenceService and TrainedModel admission webhooks as users meet them: through the API server.
 
 `kubectl apply` (v1.20.2, matching the local control plane) of an invalid InferenceService must fail with
-our validator's message, a legacy `sklearn:` predictor must be stored in the `model.modelFormat` form, and a
-TrainedModel's memory must not change on update. The manager and the webhook configurations are set up as
+our validator's message, a legacy `sklearn:` predictor must be stored in the `model.modelFormat` form, a
+storage URI a ClusterStorageContainer serves must be admitted, and a TrainedModel's memory must not change
+on update. The manager and the webhook configurations are set up as
 in `test_pod_webhook` (KServe's manifests, loopback URL, per-test names, deleted afterwards).
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from apis.resources import INFERENCE_SERVICES, TRAINED_MODELS
+from apis.resources import CLUSTER_STORAGE_CONTAINERS, INFERENCE_SERVICES, TRAINED_MODELS
 from e2e.localcluster import binaries
 from e2e.localcluster.cluster import LocalCluster
 from manager.client import Client, Object
@@ -72,7 +73,7 @@ async def wait_until_called(client: Client, namespace: str) -> None:
 @pytest.fixture
 async def env(local_cluster: LocalCluster, namespace: str, tmp_path: Path) -> AsyncIterator[WebhookEnv]:
     paths = (ISVC_DEFAULTER_PATH, ISVC_VALIDATOR_PATH, TM_VALIDATOR_PATH)
-    async with webhook_env(local_cluster, namespace, tmp_path / "certs", paths=paths, crds=True) as running:
+    async with webhook_env(local_cluster, namespace, tmp_path / "certs", paths=paths) as running:
         await wait_until_called(running.client, namespace)
         yield running
 
@@ -139,11 +140,52 @@ async def test_kubectl_apply_of_a_legacy_predictor_stores_the_model_form(
     assert "sklearn" not in predictor
     assert predictor["model"]["modelFormat"] == {"name": "sklearn"}
     assert predictor["model"]["storageUri"] == STORAGE_URI
-    assert predictor["model"]["name"] == "kserve-container"
-    assert predictor["model"]["resources"] == {
-        "requests": {"cpu": "1", "memory": "2Gi"},
-        "limits": {"cpu": "1", "memory": "2Gi"},
+    # As in KServe: a model gets no name and no resources; its runtime's container supplies them.
+    assert "name" not in predictor["model"]
+    assert "resources" not in predictor["model"]
+
+
+async def test_a_storage_uri_served_by_a_cluster_storage_container_is_admitted(
+    namespace: str, env: WebhookEnv
+) -> None:
+    name = f"hf-{secrets.token_hex(3)}"
+    storage_container: Object = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterStorageContainer",
+        "metadata": {"name": name},
+        "spec": {
+            "container": {"name": "storage-initializer", "image": "example/hf-downloader:1"},
+            "supportedUriFormats": [{"prefix": f"{name}://"}],
+        },
     }
+    body = legacy_isvc(
+        namespace, "hf-model", model={"modelFormat": {"name": "x"}, "storageUri": f"{name}://m"}
+    )
+    refused = await dry_run_create(env.client, body)
+    assert isinstance(refused, ApiError)
+    assert "a URI a ClusterStorageContainer serves" in refused.message
+    await env.client.create(CLUSTER_STORAGE_CONTAINERS, storage_container)
+    try:
+
+        async def admitted() -> bool:
+            return isinstance(await dry_run_create(env.client, body), dict)
+
+        await until(admitted, "the validator to see the ClusterStorageContainer")
+    finally:
+        await env.client.delete(CLUSTER_STORAGE_CONTAINERS, name)
+
+
+async def test_legacy_keys_are_checked_as_kserve_checks_them_in_model_mesh_mode(
+    namespace: str, env: WebhookEnv
+) -> None:
+    body = legacy_isvc(namespace, "pmml", pmml={"storageUri": STORAGE_URI, "args": ["--workers=2"]})
+    assert isinstance(await dry_run_create(env.client, body), dict)  # converted to model: not checked
+    body["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "ModelMesh"}
+    refused = await dry_run_create(env.client, body)
+    assert isinstance(refused, ApiError)
+    assert (
+        'spec.predictor.pmml.args[0] "--workers=2": the PMML server runs at most 1 worker' in refused.message
+    )
 
 
 async def test_trained_model_memory_cannot_change(namespace: str, env: WebhookEnv) -> None:

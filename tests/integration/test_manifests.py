@@ -198,6 +198,10 @@ def test_runtimes_carry_kserve_prometheus_annotations() -> None:
     assert ports == {
         "kserve-sklearnserver": "8080",
         "kserve-xgbserver": "8080",
+        "kserve-lgbserver": "8080",
+        "kserve-paddleserver": "8080",
+        "kserve-pmmlserver": "8080",
+        "kserve-mlserver": "8080",
         "kserve-torchserve": "8082",
         "kserve-tensorflow-serving": "8080",
         "kserve-tritonserver": "8002",
@@ -208,7 +212,18 @@ def test_runtimes_carry_kserve_prometheus_annotations() -> None:
     formats = {
         (f["name"], n) for n, s in runtimes.items() for f in s["supportedModelFormats"] if f.get("autoSelect")
     }
-    for name in ("sklearn", "xgboost", "pytorch", "tensorflow", "onnx", "triton"):
+    for name in (
+        "sklearn",
+        "xgboost",
+        "lightgbm",
+        "paddle",
+        "pmml",
+        "mlflow",
+        "pytorch",
+        "tensorflow",
+        "onnx",
+        "triton",
+    ):
         assert any(f == name for f, _ in formats), f"no runtime auto-selects {name}"
 
 
@@ -216,9 +231,16 @@ def test_runtimes_carry_kserve_prometheus_annotations() -> None:
     ("model_format", "protocol", "expected"),
     [
         ("sklearn", "v1", "kserve-sklearnserver"),
-        ("sklearn", "v2", "kserve-sklearnserver"),
+        ("sklearn", "v2", "kserve-mlserver"),
         ("xgboost", "v1", "kserve-xgbserver"),
+        ("xgboost", "v2", "kserve-mlserver"),
+        ("lightgbm", "v1", "kserve-lgbserver"),
+        ("lightgbm", "v2", "kserve-mlserver"),
+        ("paddle", "v1", "kserve-paddleserver"),
+        ("pmml", "v1", "kserve-pmmlserver"),
+        ("mlflow", "v2", "kserve-mlserver"),
         ("pytorch", "v1", "kserve-torchserve"),
+        ("pytorch", "grpc-v1", "kserve-torchserve"),
         ("tensorflow", "v1", "kserve-tensorflow-serving"),
         ("tensorflow", "v2", "kserve-tritonserver"),
         ("onnx", "v2", "kserve-tritonserver"),
@@ -419,6 +441,8 @@ GRANTED = [
     ("update", "trainedmodels.serving.kserve.io/status", "user"),
     ("delete", "trainedmodels.serving.kserve.io", "user"),
     ("watch", "clusterservingruntimes.serving.kserve.io", ""),
+    ("list", "clusterstoragecontainers.serving.kserve.io", ""),
+    ("watch", "clusterstoragecontainers.serving.kserve.io", ""),
     ("create", "services.serving.knative.dev", "user"),
     ("delete", "services.serving.knative.dev", "user"),
     ("patch", "virtualservices.networking.istio.io", "user"),
@@ -453,6 +477,10 @@ DENIED = [
     ("delete", "inferenceservices.serving.kserve.io", "user"),
     ("update", "servingruntimes.serving.kserve.io", "user"),
     ("update", "clusterservingruntimes.serving.kserve.io", ""),
+    ("get", "clusterstoragecontainers.serving.kserve.io", ""),
+    ("create", "clusterstoragecontainers.serving.kserve.io", ""),
+    ("update", "clusterstoragecontainers.serving.kserve.io", ""),
+    ("delete", "clusterstoragecontainers.serving.kserve.io", ""),
     ("delete", "services", "user"),
     ("delete", "virtualservices.networking.istio.io", "user"),
     ("create", "pods", "user"),

@@ -16,17 +16,24 @@ import base64
 import contextlib
 import copy
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from apis.resources import CLUSTER_SERVING_RUNTIMES, INFERENCE_SERVICES, SERVING_RUNTIMES
+from apis.resources import (
+    CLUSTER_SERVING_RUNTIMES,
+    CLUSTER_STORAGE_CONTAINERS,
+    INFERENCE_SERVICES,
+    SERVING_RUNTIMES,
+)
 from controllers.inferenceservice import setup_inferenceservice_controller
 from e2e.knative_double import install as install_double
 from e2e.localcluster.cluster import LocalCluster
@@ -213,12 +220,14 @@ async def webhook_env(
     paths: Iterable[str] = (POD_MUTATOR_PATH,),
     config: Mapping[str, str] | None = None,
     isvc: bool = False,
-    crds: bool = False,
 ) -> AsyncIterator[WebhookEnv]:
-    """A manager serving KServe's webhooks (plus, with `isvc`, the controller and the Knative double)."""
+    """A manager serving KServe's webhooks (plus, with `isvc`, the controller and the Knative double).
+
+    Our CRDs are installed first: the webhooks read ClusterStorageContainers from the manager's cache, which
+    cannot sync without their CRD.
+    """
     kubeconfig = local_cluster.kubeconfig_path
-    if isvc or crds:
-        await asyncio.to_thread(install_crds, kubeconfig)
+    await asyncio.to_thread(install_crds, kubeconfig)
     client = await load_client(str(kubeconfig))
     token = secrets.token_hex(4)
     registered: list[tuple[Resource, str]] = []
@@ -557,7 +566,7 @@ METRICS_MATRIX: list[tuple[str | None, dict[str, str], bool, str | None]] = [
     ('{"enableMetricAggregation": "false", "enablePrometheusScraping": "true"}', {AGG: "true"}, True, "9088"),
     ('{"enableMetricAggregation": "true", "enablePrometheusScraping": "true"}', {PROM: "false"}, True, None),
     ('{"enableMetricAggregation": "false", "enablePrometheusScraping": "false"}', {}, False, None),
-    (None, {PROM: "true"}, False, "9091"),  # key absent: both default to "false"
+    (None, {PROM: "true"}, False, "9091"),  # key absent: both default to "" (KServe's empty config)
 ]
 
 
@@ -574,9 +583,8 @@ async def test_metrics_aggregation_defaults_from_the_configmap_end_to_end(
             assert all((name in queue_env) is injected for name in QPEXT_ENV), where
             assert any(p["name"] == "aggr-metric" for p in queue["ports"]) is injected, where
             stored = pod["metadata"]["annotations"]
-            assert stored[AGG] == pod_annotations.get(
-                AGG, "true" if '"enableMetricAggregation": "true"' in (setting or "") else "false"
-            ), where
+            default = "true" if '"enableMetricAggregation": "true"' in (setting or "") else "false"
+            assert stored[AGG] == pod_annotations.get(AGG, "" if setting is None else default), where
             if prometheus_port is None:
                 assert "prometheus.io/port" not in stored, where
             else:
@@ -636,3 +644,117 @@ async def test_a_revision_pod_of_an_aggregating_inference_service_gets_the_qpext
     assert container(pod, "storage-initializer", init=True)["args"][0] == (
         "gs://kfserving-examples/models/sklearn/1.0/model"
     )
+
+
+async def create_secret(client: Client, namespace: str, name: str, data: Mapping[str, str]) -> None:
+    await client.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "stringData": data,
+        },
+    )
+
+
+async def test_every_kind_of_credential_and_a_cluster_storage_container_end_to_end(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """KServe's Azure, HTTPS and HDFS Secrets as the API server stores them, and a ClusterStorageContainer."""
+    csc_name = f"blob-{secrets.token_hex(3)}"
+    storage_container: Object = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterStorageContainer",
+        "metadata": {"name": csc_name},
+        "spec": {
+            "container": {
+                "name": "storage-initializer",
+                "image": "example/blob-downloader:1",
+                "resources": {"limits": {"memory": "500Mi"}},
+                "env": [{"name": "DOWNLOADER", "value": "blob"}],
+            },
+            "supportedUriFormats": [{"regex": f"^https://{csc_name}[.]"}],
+        },
+    }
+    async with webhook_env(local_cluster, namespace, tmp_path) as env:
+        client = env.client
+        await create_secret(client, namespace, "azure", {"AZ_CLIENT_ID": "c", "AZURE_TENANT_ID": "t"})
+        await create_secret(client, namespace, "web", {"https-host": "example.com", "headers": "a: b"})
+        await create_secret(client, namespace, "hdfs", {"HDFS_NAMENODE": "https://nn:9870"})
+        await client.create(
+            SERVICEACCOUNTS,
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "storage", "namespace": namespace},
+                "secrets": [{"name": "azure"}, {"name": "web"}, {"name": "hdfs"}],
+            },
+        )
+        await wait_for_service_account(client, namespace, "storage")
+        await client.create(CLUSTER_STORAGE_CONTAINERS, storage_container)
+        try:
+
+            async def cached() -> bool:
+                return env.manager.cache.get(CLUSTER_STORAGE_CONTAINERS, csc_name) is not None
+
+            await until(cached, "the manager's cache to see the ClusterStorageContainer")
+            uri = f"https://{csc_name}.blob.core.windows.net/models/iris"
+            pod = await env.create_pod(revision_pod("creds", {SOURCE_URI: uri}, serviceAccountName="storage"))
+        finally:
+            await client.delete(CLUSTER_STORAGE_CONTAINERS, csc_name)
+    init = container(pod, "storage-initializer", init=True)
+    assert init["image"] == "example/blob-downloader:1"
+    assert init["resources"]["limits"]["memory"] == "500Mi"
+    assert init["resources"]["requests"]["memory"] == "100Mi"  # the ConfigMap's, not overridden
+    assert env_of(init) == {
+        "AZURE_SUBSCRIPTION_ID": {"secretKeyRef": {"name": "azure", "key": "AZURE_SUBSCRIPTION_ID"}},
+        "AZURE_TENANT_ID": {"secretKeyRef": {"name": "azure", "key": "AZURE_TENANT_ID"}},
+        "AZURE_CLIENT_ID": {"secretKeyRef": {"name": "azure", "key": "AZ_CLIENT_ID"}},
+        "AZURE_CLIENT_SECRET": {"secretKeyRef": {"name": "azure", "key": "AZURE_CLIENT_SECRET"}},
+        "example.com-headers": "a: b",
+        "DOWNLOADER": "blob",
+    }
+    assert {"name": "hdfs-secrets", "mountPath": "/var/secrets/kserve-hdfscreds", "readOnly": True} in init[
+        "volumeMounts"
+    ]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "hdfs-secrets")
+    assert volume["secret"]["secretName"] == "hdfs"
+
+
+async def test_service_account_or_namespace_that_is_no_name_is_a_bad_request(
+    local_cluster: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    """The API server's ServiceAccount admission refuses such a pod before calling webhooks, so the review is
+    sent to the manager's webhook server directly, over TLS, as a misbehaving client would send it."""
+    async with webhook_env(local_cluster, namespace, tmp_path) as env:
+        context = ssl.create_default_context(cadata=env.ca.cert_pem.decode())
+        url = f"https://127.0.0.1:{env.server.bound_port}{POD_MUTATOR_PATH}"
+        cases = [
+            (namespace, {"serviceAccountName": "../kube-system/default"}, "spec.serviceAccountName"),
+            ("a/b", {}, "namespace 'a/b'"),
+            ("..", {}, "namespace '..'"),
+        ]
+        timeout = aiohttp.ClientTimeout(total=WAIT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for request_namespace, spec, what in cases:
+                pod = revision_pod("bad-name", {SOURCE_URI: "s3://b/m"}, **spec)
+                review = {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": {
+                        "uid": "bad-name",
+                        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "resource": {"group": "", "version": "v1", "resource": "pods"},
+                        "namespace": request_namespace,
+                        "operation": "CREATE",
+                        "object": pod,
+                    },
+                }
+                async with session.post(url, json=review, ssl=context) as response:
+                    assert response.status == 200
+                    answer = (await response.json())["response"]
+                assert answer["allowed"] is False, what
+                assert answer["status"]["code"] == 400, what
+                assert answer["status"]["message"].startswith("invalid pod: "), what
+                assert what in answer["status"]["message"]

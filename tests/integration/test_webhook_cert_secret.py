@@ -32,6 +32,7 @@ from manager.errors import Forbidden, NotFound
 from manager.manager import Manager
 from manager.metrics import Metrics
 from manager.options import ManagerOptions
+from tests.integration.isvc_harness import install_crds
 from tests.integration.test_webhook_tls import configmap, eventually, peer_serial, registered
 from webhooks.admission import AdmissionRequest, AdmissionResponse, patch_response_from_raw
 from webhooks.certs import (
@@ -403,8 +404,10 @@ async def test_the_shipped_role_is_all_the_replicas_need(
 
 
 async def test_setup_webhooks_shares_the_certificate_through_the_secret_named_by_secret_name(
-    admin: Client, namespace: str, tmp_path: Path
+    admin: Client, namespace: str, tmp_path: Path, local_cluster: LocalCluster
 ) -> None:
+    # The webhooks cache ClusterStorageContainers, whose CRD must exist for the manager to sync.
+    await asyncio.to_thread(install_crds, local_cluster.kubeconfig_path)
     options = ManagerOptions(
         metrics_addr="0",
         health_probe_addr="0",

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from webhooks.admission import (
     ADMISSION_V1,
     ADMISSION_V1BETA1,
+    MAX_NESTING,
     AdmissionRequest,
     AdmissionResponse,
     InvalidReview,
@@ -158,6 +159,31 @@ def test_malformed_fields_of_an_answerable_request_keep_uid_and_version(
     with pytest.raises(InvalidReview) as caught:
         decode_review(encode(review(ADMISSION_V1BETA1, **change)))
     assert caught.value.message.startswith(message)
+    assert caught.value.uid == "705ab4f5-6393-11e8-b7cc-42010a800002"
+    assert caught.value.api_version == ADMISSION_V1BETA1
+
+
+def nested_object(levels: int) -> dict[str, Any]:
+    """An object whose objects and arrays nest `levels` deep (the object itself is level 1)."""
+    value: Any = {}
+    for i in range(levels - 2):
+        value = [value] if i % 2 else {"k": value}
+    return {"metadata": {"name": "p"}, "data": value} if levels > 1 else {}
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING - 1, MAX_NESTING])
+def test_nesting_up_to_the_limit_is_accepted(depth: int) -> None:
+    # review (1) -> request (2) -> object (3): an object may nest MAX_NESTING - 2 levels.
+    body = review(object=nested_object(depth - 2))
+    assert decode_review(encode(body)).request.object is not None
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING + 1, 600, 900])
+def test_nesting_past_the_limit_is_refused_with_uid_and_version(depth: int) -> None:
+    body = review(ADMISSION_V1BETA1, object=nested_object(depth - 2))
+    with pytest.raises(InvalidReview) as caught:
+        decode_review(encode(body))
+    assert caught.value.message == f"request is nested deeper than {MAX_NESTING} levels"
     assert caught.value.uid == "705ab4f5-6393-11e8-b7cc-42010a800002"
     assert caught.value.api_version == ADMISSION_V1BETA1
 

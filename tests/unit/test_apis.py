@@ -262,11 +262,11 @@ def test_metadata_helpers_and_deployment_mode() -> None:
     assert isvc.labels == {}
     assert isvc.finalizers == [c.INFERENCE_SERVICE_FINALIZER]
     assert isvc.is_deleting
-    assert isvc.deployment_mode() == "Serverless"
+    assert isvc.annotated_deployment_mode() is None
     obj["metadata"]["annotations"][c.DEPLOYMENT_MODE_ANNOTATION] = "RawDeployment"
-    assert InferenceService.from_object(obj).deployment_mode() == "RawDeployment"
+    assert InferenceService.from_object(obj).annotated_deployment_mode() == "RawDeployment"
     obj["metadata"]["annotations"][c.DEPLOYMENT_MODE_ANNOTATION] = "Bogus"
-    assert InferenceService.from_object(obj).deployment_mode(default="ModelMesh") == "ModelMesh"
+    assert InferenceService.from_object(obj).annotated_deployment_mode() is None
 
 
 # --- implementations ------------------------------------------------------------------------------
@@ -761,8 +761,149 @@ def test_protocol_version_filters_and_defaults_to_v1() -> None:
         runtime("unlisted", [auto()], cluster=True),
     ]
     assert names(supporting_runtimes([], cluster, SKLEARN)) == ["unlisted"]
-    assert names(supporting_runtimes([], cluster, SKLEARN, "v2")) == ["unlisted", "v2only"]
-    assert names(supporting_runtimes([], cluster, SKLEARN, "grpc-v2")) == ["v2only"]
+    # A runtime listing no protocol accepts every one, but ranks after those that list one.
+    assert names(supporting_runtimes([], cluster, SKLEARN, "v2")) == ["v2only", "unlisted"]
+    assert names(supporting_runtimes([], cluster, SKLEARN, "grpc-v2")) == ["v2only", "unlisted"]
+    assert names(supporting_runtimes([], cluster, SKLEARN, "grpc-v1")) == ["unlisted"]
+    # An empty protocol (set, but "") is not v1: every runtime supports it (KServe's GetProtocol).
+    assert names(supporting_runtimes([], cluster, SKLEARN, "")) == ["v2only", "unlisted"]
+
+
+@pytest.mark.parametrize(
+    ("protocol_versions", "protocol", "supported"),
+    [
+        # KServe's TestServingRuntimeSpec_IsProtocolVersionSupported (as the code behaves; its test only
+        # prints), plus the empty protocol.
+        (None, "v1", True),
+        (None, "v2", True),
+        (["v2", "grpc-v2"], "grpc-v2", True),
+        (["v2", "grpc-v2"], "v1", False),
+        (None, "grpc-v1", True),
+        ([], "grpc-v2", True),
+        (["v1"], "", True),
+    ],
+)
+def test_is_protocol_version_supported(
+    protocol_versions: list[str] | None, protocol: str, supported: bool
+) -> None:
+    spec: dict[str, Any] = {} if protocol_versions is None else {"protocolVersions": protocol_versions}
+    assert runtime("rt", [auto()], **spec).spec.supports_protocol(protocol) is supported
+
+
+@pytest.mark.parametrize(
+    ("formats", "name", "priority"),
+    [
+        # KServe's TestServingRuntimeSpec_GetPriority.
+        ([{"name": "sklearn", "priority": 1}, {"name": "pytorch", "priority": 2}], "pytorch", 2),
+        ([{"name": "sklearn"}, {"name": "pytorch", "priority": 2}], "sklearn", None),
+        ([{"name": "sklearn", "priority": 1}], "xgboost", None),
+        # A repeated name: the first entry decides, whatever its version or autoSelect.
+        (
+            [{"name": "sklearn", "version": "0"}, {"name": "sklearn", "version": "1", "priority": 5}],
+            "sklearn",
+            None,
+        ),
+        (
+            [{"name": "sklearn", "priority": 1}, {"name": "sklearn", "autoSelect": True, "priority": 9}],
+            "sklearn",
+            1,
+        ),
+    ],
+)
+def test_get_priority(formats: list[dict[str, Any]], name: str, priority: int | None) -> None:
+    assert runtime("rt", formats).spec.priority_for(name) == priority
+
+
+def test_priority_of_a_repeated_format_is_the_first_entrys() -> None:
+    """`first` ranks by its sklearn:0 entry (no priority) although its sklearn:1 entry has priority 9."""
+    cluster = [
+        runtime("first", [auto(version="0"), auto(version="1", priority=9)], cluster=True),
+        runtime("second", [auto(version="1", priority=1)], cluster=True),
+    ]
+    assert names(supporting_runtimes([], cluster, ModelFormat(name="sklearn", version="1"))) == [
+        "second",
+        "first",
+    ]
+
+
+def test_lowest_listed_protocol_orders_runtimes_before_age_and_name() -> None:
+    local = [
+        runtime("a-v2", [auto()], protocolVersions=["v2"], created="2023-06-01T00:00:00Z"),
+        runtime("b-v1", [auto()], protocolVersions=["v2", "v1"]),
+        runtime("c-any", [auto()], created="2024-01-01T00:00:00Z"),
+        runtime("d-grpc", [auto()], protocolVersions=["grpc-v1", "grpc-v2", "v2"]),
+    ]
+    assert names(supporting_runtimes(local, [], SKLEARN, "v2")) == ["b-v1", "a-v2", "d-grpc", "c-any"]
+
+
+def test_cluster_runtimes_newest_first_then_by_name() -> None:
+    cluster = [
+        runtime("b-old", [auto()], cluster=True, created="2023-01-01T00:00:00Z"),
+        runtime("z-new", [auto()], cluster=True, created="2023-06-01T00:00:00Z"),
+        runtime("a-old", [auto()], cluster=True, created="2023-01-01T00:00:00Z"),
+    ]
+    assert names(supporting_runtimes([], cluster, SKLEARN)) == ["z-new", "a-old", "b-old"]
+
+
+def test_equal_priorities_keep_the_listing_order_beyond_twelve_candidates() -> None:
+    """Go's sort.Slice is stable only up to 12 elements; ours is stable for any number."""
+    cluster = [runtime(f"r{i:02d}", [auto(priority=1)], cluster=True) for i in reversed(range(20))]
+    cluster.append(runtime("top", [auto(priority=2)], cluster=True))
+    assert names(supporting_runtimes([], cluster, SKLEARN)) == ["top", *(f"r{i:02d}" for i in range(20))]
+
+
+def kserve_table_runtimes() -> tuple[list[Any], list[Any]]:
+    """The runtimes of KServe's TestGetSupportingRuntimes (same names, formats, protocols and flags)."""
+    tf = [auto("tensorflow", "1", 1)]
+    sk = [auto("sklearn", "0", 1)]
+    mms = [auto("sklearn", "0", 2), auto("xgboost", "1", 2), auto("lightgbm", "3", 2)]
+    mlserver = [auto("sklearn", "0", 2), auto("lightgbm", "3", 2)]
+    triton = [auto("sklearn", "0"), auto("triton", "1", 1), auto("lightgbm", "3")]
+    v1v2: dict[str, Any] = {"protocolVersions": ["v1", "v2"]}
+    v2: dict[str, Any] = {"protocolVersions": ["v2"]}
+    same = "1970-01-01T00:00:00Z"
+    local = [
+        runtime("tf-runtime", tf, created=same, **v1v2),
+        runtime("sklearn-runtime", sk, created=same, **v1v2),
+        runtime(
+            "pmml-runtime", [{"name": "pmml", "version": "4", "priority": 1}], created=same, disabled=True
+        ),
+        runtime("mlserver-runtime", mlserver, created=same, multiModel=False, **v2),
+        runtime("triton-runtime", triton, created=same, multiModel=False, **v2),
+        runtime("test-runtime", [auto("sklearn", "0")], created=same, multiModel=False, **v2),
+    ]
+    cluster = [
+        runtime("cluster-mlserver-runtime-mms", mms, cluster=True, created=same, multiModel=True, **v2),
+        runtime("cluster-tf-runtime", tf, cluster=True, created=same, **v1v2),
+        runtime("cluster-xgboost-runtime", [auto("xgboost", "0", 1)], cluster=True, created=same, **v2),
+    ]
+    return local, cluster
+
+
+@pytest.mark.parametrize(
+    ("case", "model_format", "protocol", "multi_model", "want"),
+    [
+        ("BothClusterAndNamespaceRuntimesSupportModel", "tensorflow", None, False,
+         ["tf-runtime", "cluster-tf-runtime"]),
+        ("RuntimeNotFound", "nonexistent-modelformat", None, False, []),
+        ("ModelFormatWithDisabledRuntimeSpecified", "pmml", None, False, []),
+        ("ModelMeshCompatibleRuntimeModelFormatSpecified", "sklearn", "v2", True,
+         ["cluster-mlserver-runtime-mms"]),
+        ("SMSRuntimeModelFormatSpecified", "sklearn", None, False, ["sklearn-runtime"]),
+        ("RuntimeV2ProtocolSpecified", "xgboost", "v2", False, ["cluster-xgboost-runtime"]),
+        ("RuntimeV1ProtocolNotFound", "xgboost", "v1", False, []),
+        ("MultipleRuntimeSupportsModelFormatSpecified", "sklearn", "v2", False,
+         ["mlserver-runtime", "sklearn-runtime", "test-runtime", "triton-runtime"]),
+    ],
+)  # fmt: skip
+def test_get_supporting_runtimes_kserve_table(
+    case: str, model_format: str, protocol: str | None, multi_model: bool, want: list[str]
+) -> None:
+    local, cluster = kserve_table_runtimes()
+    found = supporting_runtimes(
+        local, cluster, ModelFormat(name=model_format), protocol, multi_model=multi_model
+    )
+    assert names(found) == want, case
 
 
 def test_no_supporting_runtime_error() -> None:
@@ -841,7 +982,9 @@ def test_explicit_runtime_errors(
 def test_runtime_helpers() -> None:
     rt = runtime("rt", [auto()], protocolVersions=["grpc-v2", "v2"])
     assert rt.spec.default_protocol_version() == "v2"
-    assert runtime("x", [auto()]).spec.default_protocol_version() == "v1"
+    # KServe: no listed (or only unknown) protocols give the unknown protocol "".
+    assert runtime("x", [auto()]).spec.default_protocol_version() == ""
+    assert runtime("y", [auto()], protocolVersions=["v3"]).spec.default_protocol_version() == ""
     assert rt.spec.kserve_container().image == "rt:latest"
     empty = ServingRuntime.from_object({"spec": {"containers": [{"name": "other"}]}})
     with pytest.raises(RuntimeSelectionError, match="failed to find kserve-container"):

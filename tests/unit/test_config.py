@@ -142,22 +142,28 @@ def test_shipped_values() -> None:
 # --- missing keys --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", [k for k in KEYS if k != "ingress"])
+@pytest.mark.parametrize("key", [k for k in KEYS if k not in ("ingress", "metricsAggregator")])
 def test_missing_key_falls_back_to_the_shipped_value(key: str) -> None:
     empty = InferenceServicesConfig.from_configmap({})
     full = InferenceServicesConfig.from_configmap(shipped())
     assert ACCESSORS[key](empty) == ACCESSORS[key](full)
 
 
-def test_missing_ingress_key_is_an_error_because_kserve_requires_its_gateways() -> None:
-    cfg = InferenceServicesConfig.from_configmap(None)
-    with pytest.raises(ConfigError) as info:
-        cfg.ingress()
-    assert info.value.key == "ingress"
-    assert str(info.value) == (
-        'inferenceservice-config key "ingress": is missing (ingressGateway and ingressService are required)'
-    )
-    assert cfg.agent().image == "kserve/agent:latest"
+def test_missing_ingress_key_gives_kserve_defaults_without_gateways() -> None:
+    """KServe's TestNewIngressConfig: no `ingress` key in the data is no error, only defaults."""
+    ingress = InferenceServicesConfig.from_configmap(None).ingress()
+    assert (ingress.ingress_gateway, ingress.ingress_service) == ("", "")
+    assert (ingress.local_gateway, ingress.local_gateway_service) == ("", "")
+    assert (ingress.ingress_domain, ingress.url_scheme) == ("example.com", "http")
+    assert ingress.domain_template == "{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}"
+    assert (ingress.disable_istio_virtual_host, ingress.path_template) == (False, "")
+
+
+def test_missing_metrics_aggregator_key_gives_empty_strings() -> None:
+    """KServe's pod webhook then writes both annotations as ""."""
+    metrics = InferenceServicesConfig.from_configmap({}).metrics_aggregator()
+    assert (metrics.enable_metric_aggregation, metrics.enable_prometheus_scraping) == ("", "")
+    assert (metrics.aggregation_enabled, metrics.scraping_enabled) == (False, False)
 
 
 def test_required_keys_chosen_by_the_caller() -> None:
@@ -347,7 +353,7 @@ def test_missing_fields_take_kserve_defaults() -> None:
         "awsAccessKeyID",
         "awsSecretAccessKey",
     )
-    assert cfg.metrics_aggregator().enable_metric_aggregation == "false"
+    assert cfg.metrics_aggregator().enable_metric_aggregation == ""
 
 
 def test_empty_strings_mean_unset_where_kserve_treats_them_so() -> None:
@@ -421,7 +427,8 @@ def test_malformed_json_names_the_key_and_leaves_other_keys_usable(key: str) -> 
         ("agent", {"cpuLimit": True}, "cpuLimit: quantity must be a string"),
         ("storageInitializer", {"cpuRequest": "1 core"}, "cpuRequest: '1 core' is not a Kubernetes quantity"),
         ("storageInitializer", {"memoryLimit": "1GB"}, "memoryLimit: '1GB' is not a Kubernetes quantity"),
-        ("logger", {"memoryLimit": "-"}, "memoryLimit: '-' is not a Kubernetes quantity"),
+        ("logger", {"memoryLimit": "1Mb"}, "memoryLimit: '1Mb' is not a Kubernetes quantity"),
+        ("logger", {"memoryLimit": " 1Gi"}, "memoryLimit: ' 1Gi' is not a Kubernetes quantity"),
         ("batcher", {"cpuRequest": "x"}, "cpuRequest: 'x' is not a Kubernetes quantity"),
         ("batcher", {"maxBatchSize": "many"}, "maxBatchSize: must be a whole number, got 'many'"),
         ("router", {"cpuLimit": "1.2.3"}, "cpuLimit: '1.2.3' is not a Kubernetes quantity"),
@@ -430,6 +437,7 @@ def test_malformed_json_names_the_key_and_leaves_other_keys_usable(key: str) -> 
             {"defaultDeploymentMode": "Serverfull"},
             "must be one of Serverless, RawDeployment, ModelMesh",
         ),
+        ("deploy", {}, 'key "deploy": defaultDeploymentMode: Field required'),
         ("ingress", {"ingressGateway": "a/b"}, 'key "ingress": ingressService is required'),
         ("ingress", {}, "ingressGateway and ingressService are required"),
         (
@@ -452,7 +460,11 @@ def test_malformed_json_names_the_key_and_leaves_other_keys_usable(key: str) -> 
             {"ingressGateway": "a/b", "ingressService": "s", "disableIstioVirtualHost": "maybe"},
             "disableIstioVirtualHost: Input should be a valid boolean",
         ),
-        ("metricsAggregator", {"enableMetricAggregation": "yes"}, 'must be "true" or "false", got \'yes\''),
+        (
+            "metricsAggregator",
+            {"enableMetricAggregation": "yes"},
+            'must be "true", "false" or "", got \'yes\'',
+        ),
         ("metricsAggregator", {"enablePrometheusScraping": 1}, "enablePrometheusScraping: must be"),
         ("credentials", {"s3": "minio"}, "s3: Input should be a valid dictionary"),
         ("explainers", {"art": {"image": "x"}}, "art.defaultImageVersion: Field required"),
@@ -487,6 +499,46 @@ def test_non_string_configmap_value() -> None:
         InferenceServicesConfig.from_configmap(data).agent()
 
 
+@pytest.mark.parametrize(
+    ("key", "raw", "attribute", "want"),
+    [
+        # Go's encoding/json matches field names exactly, else case-insensitively; the last key wins.
+        ("ingress", '{"IngressGateway": "a/b", "INGRESSSERVICE": "s"}', "ingress_service", "s"),
+        ("ingress", '{"ingressGateway": "a/b", "ingressService": "s", "IngressDomain": "x.io"}',
+         "ingress_domain", "x.io"),
+        ("ingress", '{"ingressGateway": "a/b", "ingressService": "s", "ingressDomain": "one.io", '
+         '"INGRESSDOMAIN": "two.io"}', "ingress_domain", "two.io"),
+        ("ingress", '{"ingressGateway": "a/b", "ingressService": "s", "INGRESSDOMAIN": "two.io", '
+         '"ingressDomain": "one.io"}', "ingress_domain", "one.io"),
+        # Go folds the Kelvin sign like k and the long s like s.
+        ("ingress", '{"ingressGateway": "a/b", "ingre\u017fsService": "s"}', "ingress_service", "s"),
+        ("deploy", '{"DefaultDeploymentMode": "RawDeployment"}', "default_deployment_mode", "RawDeployment"),
+        ("logger", '{"DEFAULTURL": "http://sink", "image": "x"}', "default_url", "http://sink"),
+        ("storageInitializer", '{"CpuLimit": "2"}', "cpu_limit", "2"),
+        ("credentials", '{"S3": {"S3Endpoint": "minio:9000"}}', "s3.s3_endpoint", "minio:9000"),
+        # A repeated nested object merges into the first, as Go decodes into the same struct.
+        ("credentials", '{"s3": {"s3Endpoint": "e"}, "S3": {"s3Region": "r"}}', "s3.s3_region", "r"),
+        ("credentials", '{"s3": {"s3Endpoint": "e"}, "S3": {"s3Region": "r"}}', "s3.s3_endpoint", "e"),
+        ("explainers", '{"ALIBI": {"Image": "a", "DefaultImageVersion": "1"}}', "alibi.image", "a"),
+        ("metricsAggregator", '{"EnableMetricAggregation": "true"}', "enable_metric_aggregation", "true"),
+        # null leaves a field at its default (a pointer field becomes nil).
+        ("ingress", '{"ingressGateway": "a/b", "ingressService": "s", "ingressDomain": null}',
+         "ingress_domain", "example.com"),
+        ("ingress", '{"ingressGateway": "a/b", "ingressService": "s", "ingressClassName": "x", '
+         '"IngressClassName": null}', "ingress_class_name", None),
+        ("explainers", '{"alibi": null}', "alibi", None),
+        # A key that matches no field case-insensitively is kept as an unknown field.
+        ("ingress", '{"ingressGateway": "a/b", "ingressService": "s", "ingress_domain": "z"}',
+         "ingress_domain", "example.com"),
+    ],
+)  # fmt: skip
+def test_keys_match_as_gos_json_decoder_matches_them(key: str, raw: str, attribute: str, want: Any) -> None:
+    value: Any = ACCESSORS[key](InferenceServicesConfig.from_configmap({key: raw}))
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    assert value == want
+
+
 def test_several_field_errors_are_reported_together_on_one_line() -> None:
     with pytest.raises(ConfigError) as info:
         config(agent={"cpuLimit": "x", "memoryLimit": "y"}).agent()
@@ -516,6 +568,15 @@ def test_several_field_errors_are_reported_together_on_one_line() -> None:
         ("5.", Decimal(5)),
         ("+2Ki", Decimal(2048)),
         ("0", Decimal(0)),
+        ("-1.5", Decimal("-1.5")),
+        ("1e+3", Decimal(1000)),
+        ("00.100", Decimal("0.1")),
+        # What Go's ParseQuantity accepts as zero: every part of the number is optional.
+        (".", Decimal(0)),
+        ("+", Decimal(0)),
+        ("Mi", Decimal(0)),
+        ("e3", Decimal(0)),
+        ("+.m", Decimal(0)),
     ],
 )
 def test_parse_quantity(text: str, value: Decimal) -> None:
@@ -523,7 +584,12 @@ def test_parse_quantity(text: str, value: Decimal) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "abc", "1GB", "1 Gi", "Mi", "1.2.3", "1e", "--1", "1mi", "0x10", "1Kib"]
+    "text",
+    # Each is refused by Go's ParseQuantity too (whitespace included).
+    [
+        *("", "abc", "1GB", "1 Gi", " 1", "1 ", "\t1", "1.2.3", "1e", "--1", "1mi", "0x10", "1Kib", "1K"),
+        *("1e3Ki", "1Ki3", "1e-", "1.5e3m", "1m5", "1ee3", "1_0", "1\u00b5", "1e99999999999999999999"),
+    ],
 )
 def test_unparsable_quantity(text: str) -> None:
     with pytest.raises(QuantityError, match="is not a Kubernetes quantity"):

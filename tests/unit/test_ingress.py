@@ -10,7 +10,7 @@ import copy
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -18,8 +18,8 @@ from apis import constants as c
 from apis.config import IngressConfig
 from apis.inferenceservice import InferenceService
 from apis.resources import KNATIVE_SERVICES, VIRTUAL_SERVICES
-from manager.cache import Cache
-from manager.client import SERVICES, Client, Object, Resource
+from manager.client import SERVICES, Object, Resource
+from reconcilers.apply import NotControlled
 from reconcilers.ingress import (
     IngressConfigError,
     IngressReconciler,
@@ -32,6 +32,7 @@ from reconcilers.ingress import (
     service_host,
     service_url,
 )
+from tests.support.fakecluster import FakeCluster
 
 NAME, NS = "my-model", "test"
 LOCAL_GW = "knative-serving/knative-local-gateway"
@@ -635,6 +636,10 @@ def test_render_path_template(template: str, expected: str) -> None:
         "/serving/{{ .Name }}}}",
         "/serving/{{ .Name }}?x=1",
         "/serving/{{ .Name }} two",
+        "http://example.com/{{ .Name }}",
+        "example.com:8080/{{ .Namespace }}/{{ .Name }}",
+        "{{ .Namespace }}:{{ .Name }}",
+        ":{{ .Name }}",
     ],
 )
 def test_render_path_template_rejects_anything_else(template: str) -> None:
@@ -652,54 +657,39 @@ def test_bad_path_template_fails_the_url_and_the_virtual_service() -> None:
         desired_virtual_service(isvc, config, use_default=False)
 
 
-# --- The reconciler against an in-memory API --------------------------------------------------------
+# --- The reconciler over the shared fake cluster ----------------------------------------------------
 
 
-Key = tuple[Resource, str, str]
+def service_defaults(resource: Resource, obj: Object) -> None:
+    """What the API server adds to a Service."""
+    if resource == SERVICES:
+        obj.setdefault("status", {"loadBalancer": {}})
 
 
-class FakeApi:
-    """Records server-side applies; the stored object is what was applied plus what a server adds."""
+class Api:
+    """The fake cluster with the ingress's kinds watched; `written()` drains the writes as kinds."""
 
     def __init__(self) -> None:
-        self.objects: dict[Key, Object] = {}
-        self.applied: list[tuple[Resource, Object]] = []
+        self.cluster = FakeCluster(defaulter=service_defaults)
+        for resource in (SERVICES, VIRTUAL_SERVICES, KNATIVE_SERVICES):
+            self.cluster.watch(resource)
 
-    async def apply(
-        self, resource: Resource, obj: Object, *, field_manager: str, force: bool = True
-    ) -> Object:
-        assert field_manager == "kserve-manager"
-        self.applied.append((resource, copy.deepcopy(obj)))
-        live = copy.deepcopy(obj)
-        meta = live["metadata"]
-        meta.update(
-            uid=f"uid-{len(self.applied)}",
-            resourceVersion=str(len(self.applied)),
-            generation=1,
-            creationTimestamp="2024-01-01T00:00:00Z",
-            managedFields=[{"manager": field_manager, "operation": "Apply"}],
-        )
-        if resource == SERVICES:
-            live["status"] = {"loadBalancer": {}}
-        self.objects[(resource, meta["namespace"], meta["name"])] = live
-        return live
-
-    def get(self, resource: Resource, name: str, namespace: str = "") -> Object | None:
-        obj = self.objects.get((resource, namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
+    def get(self, resource: Resource, name: str, namespace: str) -> Object | None:
+        return self.cluster.object(resource, name, namespace)
 
     def written(self) -> list[str]:
-        kinds = [res.kind for res, _ in self.applied]
-        self.applied.clear()
+        kinds = [a.resource.kind for a in self.cluster.actions]
+        self.cluster.actions.clear()
+        self.cluster.sync()
         return kinds
 
 
-def reconciler(api: FakeApi) -> IngressReconciler:
-    return IngressReconciler(cast(Client, api), cast(Cache, api))
+def reconciler(api: Api) -> IngressReconciler:
+    return IngressReconciler(api.cluster.client, api.cluster.cache)
 
 
 async def test_reconcile_writes_once_then_nothing_then_follows_a_domain_change() -> None:
-    api = FakeApi()
+    api = Api()
     config = ingress_config()
     isvc = make_isvc({c.PREDICTOR: PREDICTOR_URL}, P_READY)
     await reconciler(api).reconcile(isvc, config)
@@ -730,7 +720,7 @@ async def test_reconcile_writes_once_then_nothing_then_follows_a_domain_change()
 
 
 async def test_reconcile_rewrites_when_the_ingress_domain_of_a_path_template_changes() -> None:
-    api = FakeApi()
+    api = Api()
     template = "/serving/{{ .Namespace }}/{{ .Name }}"
     isvc = make_isvc({c.PREDICTOR: PREDICTOR_URL}, P_READY)
     await reconciler(api).reconcile(isvc, ingress_config(ingressDomain="a.com", pathTemplate=template))
@@ -742,7 +732,7 @@ async def test_reconcile_rewrites_when_the_ingress_domain_of_a_path_template_cha
 
 
 async def test_reconcile_without_component_url_changes_nothing() -> None:
-    api = FakeApi()
+    api = Api()
     isvc = make_isvc({c.PREDICTOR: None}, P_READY)
     before = isvc.to_object()
     await reconciler(api).reconcile(isvc, ingress_config())
@@ -751,7 +741,7 @@ async def test_reconcile_without_component_url_changes_nothing() -> None:
 
 
 async def test_reconcile_with_a_component_not_ready_writes_nothing_and_explains() -> None:
-    api = FakeApi()
+    api = Api()
     isvc = make_isvc({c.PREDICTOR: PREDICTOR_URL}, {c.PREDICTOR_READY: "False"})
     await reconciler(api).reconcile(isvc, ingress_config())
     assert api.written() == []
@@ -761,8 +751,37 @@ async def test_reconcile_with_a_component_not_ready_writes_nothing_and_explains(
     assert (ingress.status, ingress.reason) == ("False", "Predictor ingress not created")
 
 
+@pytest.mark.parametrize(
+    ("resource", "reason", "kind"),
+    [
+        (SERVICES, "ServiceNotOwned", "Service"),
+        (VIRTUAL_SERVICES, "VirtualServiceNotOwned", "VirtualService"),
+    ],
+)
+async def test_a_child_someone_else_controls_is_never_overwritten(
+    resource: Resource, reason: str, kind: str
+) -> None:
+    api = Api()
+    foreign_owner = {**OWNER, "name": "other", "uid": "other-uid"}
+    api.cluster.add(
+        resource, {"metadata": {"name": NAME, "namespace": NS, "ownerReferences": [foreign_owner]}}
+    )
+    isvc = make_isvc({c.PREDICTOR: PREDICTOR_URL}, P_READY)
+    with pytest.raises(NotControlled) as info:
+        await reconciler(api).reconcile(isvc, ingress_config())
+    assert info.value.reason == reason
+    assert info.value.message == (
+        f'{kind} "{NS}/{NAME}" already exists and is not controlled by InferenceService "{NAME}"'
+    )
+    assert resource.kind not in api.written(), "not even attempted"
+    kept = api.get(resource, NAME, NS)
+    assert kept is not None
+    assert kept["metadata"]["ownerReferences"] == [foreign_owner]
+    assert isvc.status.url is None
+
+
 async def test_disabled_virtual_host_writes_nothing_and_uses_the_component_names() -> None:
-    api = FakeApi()
+    api = Api()
     isvc = make_isvc({c.PREDICTOR: PREDICTOR_URL})
     await reconciler(api).reconcile(isvc, ingress_config(disableIstioVirtualHost=True))
     assert api.written() == []
@@ -775,9 +794,8 @@ async def test_disabled_virtual_host_writes_nothing_and_uses_the_component_names
 
 
 async def test_legacy_predictor_ksvc_switches_to_default_names() -> None:
-    api = FakeApi()
-    legacy = {"metadata": {"name": "my-model-predictor-default", "namespace": NS}}
-    api.objects[(KNATIVE_SERVICES, NS, "my-model-predictor-default")] = legacy
+    api = Api()
+    api.cluster.add(KNATIVE_SERVICES, {"metadata": {"name": "my-model-predictor-default", "namespace": NS}})
     isvc = make_isvc({c.PREDICTOR: "http://my-model-predictor-default.test.example.com"}, P_READY)
     await reconciler(api).reconcile(isvc, ingress_config())
     vs = api.get(VIRTUAL_SERVICES, NAME, NS)
@@ -836,7 +854,7 @@ URL_TABLE: dict[str, UrlRow] = {
 
 @pytest.mark.parametrize("row", URL_TABLE.values(), ids=URL_TABLE.keys())
 async def test_url_table(row: UrlRow) -> None:
-    api = FakeApi()
+    api = Api()
     isvc = make_isvc({c.PREDICTOR: row.component_url}, P_READY, labels=row.labels)
     await reconciler(api).reconcile(isvc, ingress_config(**row.config))
     assert isvc.status.url == row.url

@@ -114,8 +114,7 @@ def test_legacy_sklearn_becomes_model_with_everything_carried_over() -> None:
         "runtimeVersion": "1.3.0",
         "protocolVersion": "v2",
         "env": [{"name": "A", "value": "1"}],
-        "name": "kserve-container",
-        "resources": DEFAULT_RESOURCES,
+        "name": "mine",
     }
 
 
@@ -125,21 +124,55 @@ def test_every_legacy_framework_is_converted(framework: str) -> None:
     model = out["spec"]["predictor"]["model"]
     assert model["modelFormat"] == {"name": framework}
     assert framework not in out["spec"]["predictor"]
-    # Only Triton gets a protocol default (v2), as in KServe v0.11.
-    assert model.get("protocolVersion") == ("v2" if framework == "triton" else None)
+    # KServe's assignTritonRuntime and assignONNXRuntime default the protocol to v2; the others none.
+    assert model.get("protocolVersion") == ("v2" if framework in ("triton", "onnx") else None)
 
 
-def test_triton_keeps_an_explicit_protocol() -> None:
-    out = default_inference_service(isvc(predictor={"triton": {"protocolVersion": "grpc-v2"}}))
+@pytest.mark.parametrize("framework", ["triton", "onnx"])
+def test_v2_frameworks_keep_an_explicit_protocol(framework: str) -> None:
+    out = default_inference_service(isvc(predictor={framework: {"protocolVersion": "grpc-v2"}}))
     assert out["spec"]["predictor"]["model"]["protocolVersion"] == "grpc-v2"
 
 
-def test_model_spec_is_named_and_gets_default_resources() -> None:
-    out = default_inference_service(isvc(predictor={"model": {"modelFormat": {"name": "onnx"}}}))
-    model = out["spec"]["predictor"]["model"]
-    assert model["name"] == "kserve-container"
-    assert model["resources"] == DEFAULT_RESOURCES
-    assert "protocolVersion" not in model
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        # KServe setPredictorModelDefaults: only a Triton model without a protocol gets one (v2).
+        pytest.param(
+            {"modelFormat": {"name": "triton"}},
+            {"modelFormat": {"name": "triton"}, "protocolVersion": "v2"},
+            id="triton-v2",
+        ),
+        pytest.param(
+            {"modelFormat": {"name": "triton"}, "protocolVersion": "grpc-v2"},
+            {"modelFormat": {"name": "triton"}, "protocolVersion": "grpc-v2"},
+            id="triton-explicit",
+        ),
+        pytest.param(
+            {"modelFormat": {"name": "onnx"}}, {"modelFormat": {"name": "onnx"}}, id="onnx-untouched"
+        ),
+        # KServe's ModelSpec.Default is empty: no name, no resources; the runtime's container supplies them.
+        pytest.param(
+            {"modelFormat": {"name": "sklearn"}, "resources": {"limits": {"cpu": "2"}}},
+            {"modelFormat": {"name": "sklearn"}, "resources": {"limits": {"cpu": "2"}}},
+            id="resources-untouched",
+        ),
+        pytest.param(
+            {"modelFormat": {"name": "x"}, "name": "mine"},
+            {"modelFormat": {"name": "x"}, "name": "mine"},
+            id="name-untouched",
+        ),
+    ],
+)
+def test_model_predictor_defaults_as_in_kserve(model: dict[str, Any], expected: dict[str, Any]) -> None:
+    out = default_inference_service(isvc(predictor={"model": model}))
+    assert out["spec"]["predictor"]["model"] == expected
+
+
+def test_legacy_predictor_gets_no_resources_or_name() -> None:
+    """KServe converts before defaulting, so a legacy key gets the (empty) ModelSpec defaults too."""
+    out = default_inference_service(isvc(predictor={"sklearn": {"storageUri": "s3://b/m"}}))
+    assert out["spec"]["predictor"]["model"] == {"storageUri": "s3://b/m", "modelFormat": {"name": "sklearn"}}
 
 
 def test_custom_predictor_first_container_is_kserve_container() -> None:
@@ -181,10 +214,8 @@ def test_custom_predictor_first_container_is_kserve_container() -> None:
 def test_default_resources_fill_only_missing_values(
     resources: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    out = default_inference_service(
-        isvc(predictor={"model": {"modelFormat": {"name": "x"}, "resources": resources}})
-    )
-    assert out["spec"]["predictor"]["model"]["resources"] == expected
+    out = default_inference_service(isvc(predictor={"containers": [{"image": "x", "resources": resources}]}))
+    assert out["spec"]["predictor"]["containers"][0]["resources"] == expected
 
 
 def test_explainer_defaults_runtime_version_from_config() -> None:
@@ -272,8 +303,8 @@ def test_defaulting_is_idempotent_and_does_not_modify_its_input() -> None:
             "spec.predictor.containers[0] must be an object, got a string",
         ),
         (
-            isvc(predictor={"model": {"resources": {"limits": [1]}}}),
-            "spec.predictor.model.resources.limits must be an object, got a list",
+            isvc(transformer={"containers": [{"resources": {"limits": [1]}}]}),
+            "spec.transformer.containers[0].resources.limits must be an object, got a list",
         ),
     ],
 )
@@ -540,7 +571,8 @@ INVALID = [
         isvc(predictor={"sklearn": {"storageUri": "ftp://host/model"}}),
         'spec.predictor.sklearn.storageUri "ftp://host/model" is not supported: use a URI starting with '
         "gs://, s3://, pvc://, file://, https://, http://, hdfs://, webhdfs://, an Azure blob URL "
-        "(https://<account>.blob.core.windows.net/<container>/<path>) or a local path",
+        "(https://<account>.blob.core.windows.net/<container>/<path>), a local path, or a URI a "
+        "ClusterStorageContainer serves",
         id="storage-scheme",
     ),
     pytest.param(
@@ -594,6 +626,192 @@ def test_invalid_inference_services(obj: Any, expected: str) -> None:
     assert any(error.startswith(expected) for error in errors), errors
 
 
+MODEL_MESH = {"serving.kserve.io/deploymentMode": "ModelMesh"}
+GPU_LIMIT = {"limits": {"nvidia.com/gpu": "1"}}
+
+
+def custom_predictor(*env: dict[str, str]) -> dict[str, Any]:
+    return isvc(predictor={"containers": [{"image": "me/server", "env": list(env)}]})
+
+
+def legacy(framework: str, **fields: Any) -> dict[str, Any]:
+    """A legacy predictor key as the validator sees it after defaulting: in ModelMesh mode."""
+    return isvc(annotations=MODEL_MESH, predictor={framework: fields})
+
+
+KSERVE_SPEC_CHECKS = [
+    # predictor_custom_test.go TestCustomPredictorValidation
+    pytest.param(custom_predictor({"name": "PROTOCOL", "value": "v1"}), [], id="custom-protocol-v1"),
+    pytest.param(custom_predictor({"name": "PROTOCOL", "value": "v2"}), [], id="custom-protocol-v2"),
+    pytest.param(
+        custom_predictor({"name": "PROTOCOL", "value": "unknown"}),
+        [
+            'spec.predictor.containers[0].env[0] (PROTOCOL) "unknown" is not a supported protocol; '
+            "use v1 or v2"
+        ],
+        id="custom-protocol-unknown",
+    ),
+    pytest.param(
+        custom_predictor({"name": "A", "value": "1"}, {"name": "PROTOCOL", "value": "grpc-v2"}),
+        [
+            'spec.predictor.containers[0].env[1] (PROTOCOL) "grpc-v2" is not a supported protocol; '
+            "use v1 or v2"
+        ],
+        id="custom-protocol-grpc",
+    ),
+    pytest.param(
+        isvc(
+            predictor={"sklearn": {}},
+            transformer={"containers": [{"env": [{"name": "PROTOCOL", "value": "x"}]}]},
+        ),
+        [],
+        id="protocol-checked-only-on-the-predictor",
+    ),
+    # predictor_tfserving_test.go / predictor_torchserve_test.go TestValidate
+    pytest.param(legacy("tensorflow", runtimeVersion="latest"), [], id="tf-cpu"),
+    pytest.param(legacy("tensorflow", runtimeVersion="latest-gpu", resources=GPU_LIMIT), [], id="tf-gpu"),
+    pytest.param(
+        legacy("tensorflow", runtimeVersion="latest-gpu"),
+        [
+            'spec.predictor.tensorflow.runtimeVersion "latest-gpu" is a GPU image but '
+            "spec.predictor.tensorflow.resources.limits requests no nvidia.com/gpu; add the GPU limit or "
+            'use a runtimeVersion without "-gpu"'
+        ],
+        id="tf-gpu-image-without-gpu",
+    ),
+    pytest.param(
+        legacy("tensorflow", runtimeVersion="latest", resources=GPU_LIMIT),
+        [
+            'spec.predictor.tensorflow.runtimeVersion "latest" is not a GPU image but '
+            "spec.predictor.tensorflow.resources.limits requests nvidia.com/gpu; use a runtimeVersion with "
+            '"-gpu" or remove the GPU limit'
+        ],
+        id="tf-gpu-without-gpu-image",
+    ),
+    pytest.param(legacy("tensorflow", resources=GPU_LIMIT), [], id="tf-no-runtime-version-not-checked"),
+    pytest.param(legacy("pytorch", runtimeVersion="0.7.0"), [], id="torchserve-cpu"),
+    pytest.param(
+        legacy("pytorch", runtimeVersion="0.7.0-gpu"),
+        [
+            'spec.predictor.pytorch.runtimeVersion "0.7.0-gpu" is a GPU image but '
+            "spec.predictor.pytorch.resources.limits requests no nvidia.com/gpu; add the GPU limit or use a "
+            'runtimeVersion without "-gpu"'
+        ],
+        id="torchserve-gpu-image-without-gpu",
+    ),
+    pytest.param(
+        legacy("pytorch", runtimeVersion="0.7.0", resources=GPU_LIMIT),
+        [
+            'spec.predictor.pytorch.runtimeVersion "0.7.0" is not a GPU image but '
+            "spec.predictor.pytorch.resources.limits requests nvidia.com/gpu; use a runtimeVersion with "
+            '"-gpu" or remove the GPU limit'
+        ],
+        id="torchserve-gpu-without-gpu-image",
+    ),
+    pytest.param(legacy("sklearn", runtimeVersion="1-gpu"), [], id="gpu-check-only-for-tf-and-torchserve"),
+    # predictor_onnxruntime_test.go TestValidate
+    pytest.param(legacy("onnx", storageUri="gs://my_model.onnx"), [], id="onnx-file"),
+    pytest.param(legacy("onnx", storageUri="gs://bucket/models/"), [], id="onnx-directory"),
+    pytest.param(
+        legacy("onnx", storageUri="gs://my_model.txt"),
+        [
+            'spec.predictor.onnx.storageUri "gs://my_model.txt" must name a .onnx file (or a directory), '
+            "not a .txt file"
+        ],
+        id="onnx-wrong-extension",
+    ),
+    # inference_service_validation_test.go TestPMMLWorkersArguments
+    pytest.param(
+        legacy("pmml", storageUri="gs://testbucket/testmodel", args=["--workers=1"]), [], id="pmml-1"
+    ),
+    pytest.param(
+        legacy("pmml", args=["--workers=2"]),
+        ['spec.predictor.pmml.args[0] "--workers=2": the PMML server runs at most 1 worker'],
+        id="pmml-2",
+    ),
+    pytest.param(
+        legacy("pmml", args=["--workers=foo"]),
+        ['spec.predictor.pmml.args[0] "--workers=foo" is not a valid workers argument; use --workers=1'],
+        id="pmml-not-a-number",
+    ),
+    pytest.param(
+        legacy("pmml", args=["--workers", "2"]),
+        ['spec.predictor.pmml.args[0] "--workers" is not a valid workers argument; use --workers=1'],
+        id="pmml-separate-value",
+    ),
+    # component_test.go TestComponentExtensionSpec_validateStorageSpec, on every spec KServe applies it to
+    pytest.param(legacy("tensorflow", storage={"parameters": {"type": "s3"}}), [], id="storage-type-s3"),
+    pytest.param(legacy("pytorch", storage={}), [], id="storage-without-parameters"),
+    pytest.param(
+        legacy("onnx", storageUri="s3://test/model", storage={"parameters": {"type": "s3"}}),
+        [],
+        id="storage-with-s3-uri",
+    ),
+    pytest.param(
+        legacy("pmml", storageUri="gs://test/model", storage={"parameters": {"type": "gs"}}),
+        [
+            'spec.predictor.pmml.storageUri "gs://test/model" cannot be used with '
+            "spec.predictor.pmml.storage: with a storage spec, storageUri must start with s3://, hdfs://, "
+            "webhdfs://"
+        ],
+        id="storage-with-gs-uri",
+    ),
+    pytest.param(
+        legacy("tensorflow", storage={"parameters": {"type": "gs"}}),
+        [
+            'spec.predictor.tensorflow.storage.parameters.type "gs" is not supported; '
+            "use one of s3, hdfs, webhdfs"
+        ],
+        id="storage-type-gs",
+    ),
+    pytest.param(
+        isvc(predictor={"sklearn": {}}, explainer={"alibi": {"storage": {"parameters": {"type": "gs"}}}}),
+        ['spec.explainer.alibi.storage.parameters.type "gs" is not supported; use one of s3, hdfs, webhdfs'],
+        id="explainer-storage-type",
+    ),
+    pytest.param(
+        isvc(
+            predictor={"sklearn": {}},
+            explainer={"art": {"storageUri": "gs://b/m", "storage": {"parameters": {"type": "s3"}}}},
+        ),
+        [
+            'spec.explainer.art.storageUri "gs://b/m" cannot be used with spec.explainer.art.storage: with a '
+            "storage spec, storageUri must start with s3://, hdfs://, webhdfs://"
+        ],
+        id="explainer-storage-with-gs-uri",
+    ),
+    pytest.param(
+        isvc(
+            predictor={"sklearn": {}},
+            explainer={"alibi": {"storageUri": "", "storage": {"parameters": {"type": "hdfs"}}}},
+        ),
+        [],
+        id="explainer-empty-storage-uri-is-unset",
+    ),
+    # KServe leaves the storage spec of model and of the other legacy keys unchecked (predictor.go TODO).
+    pytest.param(
+        isvc(predictor={"model": {"modelFormat": {"name": "x"}, "storage": {"parameters": {"type": "gs"}}}}),
+        [],
+        id="model-storage-spec-unchecked",
+    ),
+    pytest.param(
+        legacy("sklearn", storage={"parameters": {"type": "gs"}}), [], id="sklearn-storage-spec-unchecked"
+    ),
+]
+
+
+@pytest.mark.parametrize(("obj", "expected"), KSERVE_SPEC_CHECKS)
+def test_kserve_spec_checks(obj: dict[str, Any], expected: list[str]) -> None:
+    assert validate_inference_service(obj) == expected
+
+
+def test_legacy_key_checks_do_not_apply_after_defaulting_outside_model_mesh() -> None:
+    """In Serverless mode the defaulter turns the legacy key into `model`, which KServe does not check."""
+    obj = isvc(predictor={"pmml": {"args": ["--workers=2"]}})
+    assert validate_inference_service(obj) != []
+    assert validate_inference_service(default_inference_service(obj)) == []
+
+
 def test_every_problem_is_reported_at_once() -> None:
     obj = isvc(
         name="Bad",
@@ -617,11 +835,59 @@ def test_config_default_mode_selects_the_hpa_rules() -> None:
     assert validate_inference_service(obj, config=raw) == []
 
 
-def test_extra_storage_prefixes_are_accepted() -> None:
-    assert storage_uri_error("hf://org/model", "uri") is not None
-    assert storage_uri_error("hf://org/model", "uri", ["hf://"]) is None
-    obj = isvc(predictor={"model": {"modelFormat": {"name": "hf"}, "storageUri": "hf://org/model"}})
-    assert validate_inference_service(obj, storage_prefixes=["hf://"]) == []
+def storage_container(
+    name: str, *formats: dict[str, str], disabled: bool | None = None, **container: Any
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterStorageContainer",
+        "metadata": {"name": name},
+        "spec": {
+            "container": {"name": "storage-initializer", **container},
+            "supportedUriFormats": list(formats),
+        },
+    }
+    if disabled is not None:
+        obj["disabled"] = disabled
+    return obj
+
+
+HF = storage_container("hf", {"prefix": "hf://"}, image="me/hf")
+OCI = storage_container("oci", {"regex": "^oci://[a-z]+/"}, image="me/oci")
+
+
+@pytest.mark.parametrize(
+    ("uri", "containers", "accepted"),
+    [
+        pytest.param("hf://org/model", [], False, id="unknown-scheme"),
+        pytest.param("hf://org/model", [HF], True, id="prefix"),
+        pytest.param("oci://registry/model", [HF, OCI], True, id="regex"),
+        pytest.param("oci://Registry/model", [OCI], False, id="regex-no-match"),
+        pytest.param(
+            "hf://org/model",
+            [storage_container("hf", {"prefix": "hf://"}, disabled=True)],
+            False,
+            id="disabled-container-ignored",
+        ),
+        pytest.param("s3://b/m", [], True, id="builtin-scheme-without-containers"),
+    ],
+)
+def test_storage_uri_served_by_a_cluster_storage_container_is_accepted(
+    uri: str, containers: list[dict[str, Any]], accepted: bool
+) -> None:
+    assert (storage_uri_error(uri, "uri", containers) is None) is accepted
+    obj = isvc(predictor={"model": {"modelFormat": {"name": "x"}, "storageUri": uri}})
+    assert (validate_inference_service(obj, storage_containers=containers) == []) is accepted
+
+
+def test_cluster_storage_container_with_a_bad_regex_is_named() -> None:
+    bad = storage_container("broken", {"regex": "(unclosed"})
+    problem = storage_uri_error("s3://b/m", "spec.predictor.model.storageUri", [bad])
+    assert problem is not None
+    assert problem.startswith(
+        'spec.predictor.model.storageUri "s3://b/m" cannot be checked: '
+        "error checking storage container broken: "
+    )
 
 
 def test_update_tolerates_problems_the_old_object_had_but_not_new_ones() -> None:
@@ -667,7 +933,7 @@ async def test_validator_handler_update_validates_the_new_object() -> None:
 
 async def test_validator_handler_uses_the_config_and_storage_providers() -> None:
     data = {"deploy": json.dumps({"defaultDeploymentMode": "RawDeployment"})}
-    validator = InferenceServiceValidator(lambda: data, lambda: ["hf://"])
+    validator = InferenceServiceValidator(lambda: data, lambda: [HF])
     obj = isvc(
         predictor={"model": {"modelFormat": {"name": "x"}, "storageUri": "hf://m"}, "scaleMetric": "cpu"}
     )
@@ -948,3 +1214,11 @@ def test_fuzzed_trained_models_always_get_an_answer(obj: Any, old: Any) -> None:
             )
         )
         _check_response(response)
+
+
+def test_problems_stay_one_line_whatever_the_user_wrote() -> None:
+    obj = isvc(name="a\nb", annotations={"x\ny": None, "serving.kserve.io/autoscalerClass": "h\npa"})
+    problems = validate_inference_service(obj)
+    assert len(problems) == 3
+    assert not any("\n" in problem for problem in problems)
+    assert 'annotation "x\\ny" must be a string, got null' in problems

@@ -14,11 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apis.config import SHIPPED_DEFAULTS
+from apis.config import SHIPPED_DEFAULTS, S3Config
+from apis.storagecontainer import StorageContainerError, storage_container_for
 from manager.client import SECRETS, SERVICEACCOUNTS, Client, Resource
 from manager.errors import NotFound, ServerUnavailable
 from webhooks.admission import AdmissionRequest
-from webhooks.injectors.credentials import ClientCredentialLookup
+from webhooks.injectors.credentials import ClientCredentialLookup, s3_setting_envs
 from webhooks.injectors.security import RESTRICTED_SECURITY_CONTEXT
 from webhooks.pod_mutator import MutationError, PodMutator, PodMutatorHandler
 
@@ -175,7 +176,7 @@ async def test_plain_labelled_pod_gets_only_the_metric_defaults_recorded() -> No
     pod = make_pod()
     mutated = await mutate(pod)
     expected = copy.deepcopy(pod)
-    expected["metadata"]["annotations"] = {AGG: "false", PROM: "false"}
+    expected["metadata"]["annotations"] = {AGG: "", PROM: ""}  # no metricsAggregator key, as KServe
     assert mutated == expected
 
 
@@ -194,10 +195,11 @@ SCRAPE_9091 = {"prometheus.io/scrape": "true", "prometheus.io/port": "9091", "pr
 @pytest.mark.parametrize(
     ("case", "annotations", "defaults", "expect_env", "expect_annotations"),
     [
-        # KServe's scenarios (config values "" in its test: annotations absent behave as "not true").
-        ("EnableMetricAggTrue", {AGG: "true"}, None, AGG_ENV, {AGG: "true", PROM: "false"}),
-        ("EnableMetricAggNotSet", {}, None, None, {AGG: "false", PROM: "false"}),
-        ("EnableMetricAggFalse", {AGG: "false"}, None, None, {AGG: "false", PROM: "false"}),
+        # KServe's scenarios: its ConfigMap has no metricsAggregator key, so an absent annotation is
+        # written as "" (which, like any value but "true", leaves the feature off).
+        ("EnableMetricAggTrue", {AGG: "true"}, None, AGG_ENV, {AGG: "true", PROM: ""}),
+        ("EnableMetricAggNotSet", {}, None, None, {AGG: "", PROM: ""}),
+        ("EnableMetricAggFalse", {AGG: "false"}, None, None, {AGG: "false", PROM: ""}),
         (
             "setPromAnnotationTrueWithAggTrue",
             {AGG: "true", PROM: "true"},
@@ -423,6 +425,104 @@ async def test_transformer_gets_the_model_mount() -> None:
     assert container(mutated, "transformer-container")["volumeMounts"] == [mount]
 
 
+PVC_URI = "pvc://mypvcname/some/path/on/pvc"
+PVC_SOURCE = {"name": "kserve-pvc-source", "persistentVolumeClaim": {"claimName": "mypvcname"}}
+PROVISION = {"name": "kserve-provision-location", "emptyDir": {}}
+PVC_READ = {"name": "kserve-pvc-source", "mountPath": "/mnt/pvc", "readOnly": True}
+MODEL_READ = {"name": "kserve-provision-location", "mountPath": "/mnt/models", "readOnly": True}
+PVC_DIRECT = {
+    "name": "kserve-pvc-source",
+    "mountPath": "/mnt/models",
+    "subPath": "some/path/on/pvc",
+    "readOnly": True,
+}
+LOCAL_URI_ENV = [{"name": "STORAGE_URI", "value": "/mnt/models"}]
+
+
+def collocated(*names: str) -> list[dict[str, Any]]:
+    return [{"name": name, "env": [{"name": "STORAGE_URI", "value": PVC_URI}]} for name in names]
+
+
+@pytest.mark.parametrize(
+    ("direct", "names", "mounts", "volumes", "init"),
+    [
+        # storage_initializer_injector_test.go TestTransformerCollocation
+        pytest.param(
+            False,
+            ("kserve-container", "transformer-container"),
+            [PVC_READ, MODEL_READ],
+            [PVC_SOURCE, PROVISION],
+            True,
+            id="Transformer collocation with pvc",
+        ),
+        pytest.param(
+            True,
+            ("kserve-container", "transformer-container"),
+            [PVC_DIRECT],
+            [PVC_SOURCE],
+            False,
+            id="Transformer collocation with pvc direct mount",
+        ),
+        pytest.param(
+            False,
+            ("kserve-container",),
+            [PVC_READ, MODEL_READ],
+            [PVC_SOURCE, PROVISION],
+            True,
+            id="No collocation",
+        ),
+    ],
+)
+async def test_transformer_collocation_as_in_kserve(
+    direct: bool,
+    names: tuple[str, ...],
+    mounts: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    init: bool,
+) -> None:
+    data = configmap(storageInitializer={"enableDirectPvcVolumeMount": direct})
+    mutated = await mutate(make_pod({SOURCE_URI: PVC_URI}, containers=collocated(*names)), data)
+    assert mutated["spec"]["containers"] == [
+        {"name": name, "env": LOCAL_URI_ENV, "volumeMounts": mounts} for name in names
+    ]
+    assert mutated["spec"]["volumes"] == volumes
+    if init:
+        assert mutated["spec"]["initContainers"] == [
+            expected_init_container("/mnt/pvc/some/path/on/pvc", [PVC_READ])
+        ]
+    else:
+        assert "initContainers" not in mutated["spec"]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        # storage_initializer_injector_test.go TestCustomSpecStorageUriInjection
+        pytest.param(
+            [{"name": "STORAGE_URI", "value": PVC_URI}], LOCAL_URI_ENV, id="CustomSpecStorageUriSet"
+        ),
+        pytest.param(
+            [{"name": "STORAGE_URI", "value": ""}],
+            [{"name": "STORAGE_URI", "value": ""}],
+            id="CustomSpecStorageUriEmpty",
+        ),
+        pytest.param(
+            [{"name": "TestRandom", "value": "val"}],
+            [{"name": "TestRandom", "value": "val"}],
+            id="CustomSpecStorageUriNotSet",
+        ),
+    ],
+)
+@pytest.mark.parametrize("model_or_transformer", ["kserve-container", "transformer-container"])
+async def test_storage_uri_env_is_rewritten_as_in_kserve(
+    env: list[dict[str, str]], expected: list[dict[str, str]], model_or_transformer: str
+) -> None:
+    containers: list[dict[str, Any]] = [{"name": "kserve-container"}, {"name": "transformer-container"}]
+    next(c for c in containers if c["name"] == model_or_transformer)["env"] = env
+    mutated = await mutate(make_pod({SOURCE_URI: PVC_URI}, containers=containers))
+    assert container(mutated, model_or_transformer)["env"] == expected
+
+
 async def test_empty_storage_uri_env_is_not_rewritten() -> None:
     pod = make_pod(
         {SOURCE_URI: "s3://b/m"},
@@ -543,10 +643,10 @@ async def test_s3_secret_of_the_service_account_with_annotations() -> None:
         {"name": "S3_USE_HTTPS", "value": "0"},
         {"name": "S3_ENDPOINT", "value": "minio.minio:9000"},
         {"name": "AWS_ENDPOINT_URL", "value": "http://minio.minio:9000"},
-        {"name": "AWS_DEFAULT_REGION", "value": "us-east-2"},
         {"name": "S3_VERIFY_SSL", "value": "0"},
-        {"name": "S3_USER_VIRTUAL_BUCKET", "value": "false"},
         {"name": "awsAnonymousCredential", "value": "false"},
+        {"name": "AWS_DEFAULT_REGION", "value": "us-east-2"},
+        {"name": "S3_USER_VIRTUAL_BUCKET", "value": "false"},
         {"name": "AWS_CA_BUNDLE", "value": "/etc/ssl/ca.crt"},
     ]
     assert lookup.reads == [("ServiceAccount", "models", "default"), ("Secret", "models", "s3creds")]
@@ -603,6 +703,17 @@ async def test_stale_and_unrecognised_secrets_are_skipped() -> None:
     }
 
 
+async def test_two_secrets_of_a_kind_give_one_mount_and_one_env_var() -> None:
+    """KServe appends both: two GOOGLE_APPLICATION_CREDENTIALS and two mounts at /var/secrets/ (rejected)."""
+    other = {**GCS_SECRET, "metadata": {"name": "gcs2"}}
+    lookup = FakeLookup(
+        {"default": account("default", "gcscreds", "gcs2")}, {"gcscreds": GCS_SECRET, "gcs2": other}
+    )
+    init = (await mutate(make_pod({SOURCE_URI: "gs://b/m"}), None, lookup))["spec"]["initContainers"][0]
+    assert [e["name"] for e in init["env"]] == ["GOOGLE_APPLICATION_CREDENTIALS"]
+    assert [m["mountPath"] for m in init["volumeMounts"]] == ["/mnt/models", "/var/secrets/"]
+
+
 async def test_secret_named_by_pod_annotation_replaces_the_service_account_secrets() -> None:
     lookup = FakeLookup(
         {"default": account("default", "gcscreds")}, {"gcscreds": GCS_SECRET, "s3creds": S3_SECRET}
@@ -649,60 +760,531 @@ async def test_lookup_failure_is_a_mutation_error() -> None:
         await mutate(make_pod({SOURCE_URI: "s3://b/m"}), None, lookup)
 
 
-async def test_storage_spec_credentials() -> None:
-    storage = {
-        "metadata": {"name": "storage-config"},
-        "data": {"default_s3": b64(json.dumps({"type": "s3", "bucket": "models"}))},
-    }
-    pod = make_pod(
-        {
-            SOURCE_URI: "<scheme-placeholder>://sklearn/iris",
-            "internal.serving.kserve.io/storage-spec": "true",
-            "internal.serving.kserve.io/storage-spec-param": '{"type": "s3"}',
-        }
-    )
-    lookup = FakeLookup(secrets={"storage-config": storage})
-    mutated = await mutate(pod, None, lookup)
-    init = mutated["spec"]["initContainers"][0]
-    assert init["args"] == ["s3://models/sklearn/iris", "/mnt/models"]
-    assert init["env"] == [
-        {"name": "STORAGE_CONFIG", "valueFrom": secret_ref("storage-config", "default_s3")},
-        {"name": "STORAGE_OVERRIDE_CONFIG", "value": '{"type":"s3"}'},
+# KServe's service_account_credentials_test.go configuration.
+KSERVE_CREDENTIALS = {
+    "storageSecretNameAnnotation": "serving.kserve.io/storageSecretName",
+    "storageSpecSecretName": "storage-secret",
+    "gcs": {"gcsCredentialFileName": "gcloud-application-credentials.json"},
+    "s3": {
+        "s3AccessKeyIDName": "awsAccessKeyID",
+        "s3SecretAccessKeyName": "awsSecretAccessKey",
+        "s3Endpoint": "s3.amazonaws.com",
+        "s3UseHttps": "1",
+        "s3Region": "us-east-2",
+        "s3VerifySSL": "1",
+        "s3UseVirtualBucket": "",
+        "s3UseAnonymousCredential": "false",
+        "s3CABundle": "",
+    },
+}
+KSERVE_S3_SECRET = {
+    "metadata": {"name": "s3-secret", "annotations": {"serving.kserve.io/s3-endpoint": "s3.aws.com"}},
+    "data": {"awsAccessKeyID": "", "awsSecretAccessKey": ""},
+}
+KSERVE_S3_ENV = [
+    {"name": "AWS_ACCESS_KEY_ID", "valueFrom": secret_ref("s3-secret", "awsAccessKeyID")},
+    {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": secret_ref("s3-secret", "awsSecretAccessKey")},
+    {"name": "S3_ENDPOINT", "value": "s3.aws.com"},
+    {"name": "AWS_ENDPOINT_URL", "value": "https://s3.aws.com"},
+    {"name": "S3_VERIFY_SSL", "value": "1"},
+    {"name": "awsAnonymousCredential", "value": "false"},
+    {"name": "AWS_DEFAULT_REGION", "value": "us-east-2"},
+]
+AZURE_ENV_NAMES = ("AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
+HTTPS_HEADERS = "{\nusername: someUsername\npassword: somePassword\n}"
+
+
+def azure_env(*keys: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "valueFrom": secret_ref("az-custom-secret", key)}
+        for name, key in zip(AZURE_ENV_NAMES, keys, strict=True)
     ]
-    assert lookup.reads == [("Secret", "models", "storage-config")]
+
+
+def data_secret(name: str, **data: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "data": {k.replace("__", "-"): b64(v) for k, v in data.items()}}
+
+
+SECRET_KINDS = [
+    # service_account_credentials_test.go: TestS3CredentialBuilder
+    pytest.param({}, KSERVE_S3_SECRET, KSERVE_S3_ENV, [], [], id="s3"),
+    # TestS3CredentialBuilderWithStorageSecret: the annotation names the Secret, the account lists none
+    pytest.param(
+        {"serving.kserve.io/storageSecretName": "s3-secret"},
+        KSERVE_S3_SECRET,
+        KSERVE_S3_ENV,
+        [],
+        [],
+        id="s3-annotation",
+    ),
+    # TestGCSCredentialBuilder
+    pytest.param(
+        {},
+        data_secret("user-gcp-sa", **{"gcloud-application-credentials.json": "{}"}),
+        [
+            {
+                "name": "GOOGLE_APPLICATION_CREDENTIALS",
+                "value": "/var/secrets/gcloud-application-credentials.json",
+            }
+        ],
+        [{"name": "user-gcp-sa", "mountPath": "/var/secrets/", "readOnly": True}],
+        [{"name": "user-gcp-sa", "secret": {"secretName": "user-gcp-sa"}}],
+        id="gcs",
+    ),
+    # TestLegacyAzureCredentialBuilder
+    pytest.param(
+        {},
+        data_secret(
+            "az-custom-secret", AZ_SUBSCRIPTION_ID="", AZ_TENANT_ID="", AZ_CLIENT_ID="", AZ_CLIENT_SECRET=""
+        ),
+        azure_env("AZ_SUBSCRIPTION_ID", "AZ_TENANT_ID", "AZ_CLIENT_ID", "AZ_CLIENT_SECRET"),
+        [],
+        [],
+        id="azure-legacy",
+    ),
+    # TestAzureCredentialBuilder
+    pytest.param(
+        {},
+        data_secret(
+            "az-custom-secret",
+            AZURE_SUBSCRIPTION_ID="",
+            AZURE_TENANT_ID="",
+            AZURE_CLIENT_ID="",
+            AZURE_CLIENT_SECRET="",
+        ),
+        azure_env(*AZURE_ENV_NAMES),
+        [],
+        [],
+        id="azure",
+    ),
+    # KServe's mapping per key: a legacy key wins where present, the new name is used elsewhere
+    pytest.param(
+        {},
+        data_secret("az-custom-secret", AZ_CLIENT_ID="", AZURE_TENANT_ID="", AZURE_STORAGE_ACCESS_KEY=""),
+        azure_env("AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID", "AZ_CLIENT_ID", "AZURE_CLIENT_SECRET"),
+        [],
+        [],
+        id="azure-mixed-keys-service-principal-first",
+    ),
+    # TestAzureStorageAccessKeyCredentialBuilder
+    pytest.param(
+        {},
+        data_secret("az-custom-secret", AZURE_STORAGE_ACCESS_KEY=""),
+        [
+            {
+                "name": "AZURE_STORAGE_ACCESS_KEY",
+                "valueFrom": secret_ref("az-custom-secret", "AZURE_STORAGE_ACCESS_KEY"),
+            }
+        ],
+        [],
+        [],
+        id="azure-storage-access-key",
+    ),
+    # TestHdfsCredentialBuilder
+    pytest.param(
+        {},
+        data_secret(
+            "hdfs-custom-secret",
+            HDFS_NAMENODE="https://testdomain:port",
+            HDFS_ROOTPATH="/",
+            KERBEROS_PRINCIPAL="account@REALM",
+            KERBEROS_KEYTAB="AAA=",
+        ),
+        [],
+        [{"name": "hdfs-secrets", "mountPath": "/var/secrets/kserve-hdfscreds", "readOnly": True}],
+        [{"name": "hdfs-secrets", "secret": {"secretName": "hdfs-custom-secret"}}],
+        id="hdfs",
+    ),
+    # https_secret_test.go TestHTTPSSecret
+    pytest.param(
+        {},
+        data_secret("https-secret", https__host="example.com", headers=HTTPS_HEADERS),
+        [{"name": "example.com-headers", "value": HTTPS_HEADERS}],
+        [],
+        [],
+        id="https-secretEnvs",
+    ),
+    pytest.param(
+        {}, data_secret("https-secret", https__host="example.com"), [], [], [], id="https-noHeaders"
+    ),
+    pytest.param(
+        {},
+        data_secret("https-secret", username="someUsername", password="somePassword"),
+        [],
+        [],
+        [],
+        id="https-noUriHost",
+    ),
+]
+
+
+@pytest.mark.parametrize(("annotations", "secret", "env", "mounts", "volumes"), SECRET_KINDS)
+async def test_service_account_secret_kinds_as_in_kserve(
+    annotations: dict[str, str],
+    secret: dict[str, Any],
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> None:
+    name = secret["metadata"]["name"]
+    listed = () if annotations else (name,)
+    lookup = FakeLookup({"default": account("default", *listed)}, {name: secret})
+    pod = make_pod({SOURCE_URI: "gs://foo", **annotations})
+    mutated = await mutate(pod, configmap(credentials=KSERVE_CREDENTIALS), lookup)
+    init = mutated["spec"]["initContainers"][0]
+    assert init.get("env", []) == env
+    assert init["volumeMounts"] == [
+        {"name": "kserve-provision-location", "mountPath": "/mnt/models"},
+        *mounts,
+    ]
+    assert mutated["spec"]["volumes"] == [{"name": "kserve-provision-location", "emptyDir": {}}, *volumes]
+
+
+async def test_irsa_service_account_as_in_kserve() -> None:
+    """KServe TestS3ServiceAccountCredentialBuilder."""
+    sa = account(
+        "default",
+        annotations={
+            "serving.kserve.io/s3-endpoint": "s3.aws.com",
+            "serving.kserve.io/s3-useanoncredential": "true",
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/s3access",
+        },
+    )
+    mutated = await mutate(
+        make_pod({SOURCE_URI: "s3://b/m"}),
+        configmap(credentials=KSERVE_CREDENTIALS),
+        FakeLookup({"default": sa}),
+    )
+    assert mutated["spec"]["initContainers"][0]["env"] == [
+        {"name": "S3_ENDPOINT", "value": "s3.aws.com"},
+        {"name": "AWS_ENDPOINT_URL", "value": "https://s3.aws.com"},
+        {"name": "S3_VERIFY_SSL", "value": "1"},
+        {"name": "awsAnonymousCredential", "value": "true"},
+        {"name": "AWS_DEFAULT_REGION", "value": "us-east-2"},
+    ]
+
+
+def s3_config(**fields: str) -> S3Config:
+    return S3Config.model_validate(fields)
 
 
 @pytest.mark.parametrize(
-    ("annotations", "secrets", "message"),
+    ("annotations", "config", "expected"),
     [
-        ({}, {}, "storage spec Secret models/storage-config does not exist"),
-        (
-            {"internal.serving.kserve.io/storage-spec-key": "k"},
-            {"storage-config": {"data": {}}},
-            "storage key 'k' not found",
-        ),
-        ({}, {"storage-config": {"data": {}}}, "default storage key 'default' not found"),
-        ({}, {"storage-config": {"data": {"default": "!!"}}}, "is not base64-encoded JSON"),
-        ({"internal.serving.kserve.io/storage-spec-param": "{"}, {}, 'storage-spec-param" is not valid JSON'),
-        (
+        # s3/utils_test.go TestBuildS3EnvVars
+        pytest.param(
+            {"serving.kserve.io/s3-endpoint": "s3.aws.com"},
             {},
-            {"storage-config": {"data": {"default": b64('{"type": "ftp"}')}}},
-            "unsupported storage type 'ftp'",
+            [
+                {"name": "S3_ENDPOINT", "value": "s3.aws.com"},
+                {"name": "AWS_ENDPOINT_URL", "value": "https://s3.aws.com"},
+            ],
+            id="S3Endpoint",
+        ),
+        pytest.param(
+            {
+                "serving.kserve.io/s3-endpoint": "s3.aws.com",
+                "serving.kserve.io/s3-region": "us-east-2",
+                "serving.kserve.io/s3-verifyssl": "0",
+                "serving.kserve.io/s3-usehttps": "0",
+                "serving.kserve.io/s3-usevirtualbucket": "true",
+                "serving.kserve.io/s3-useanoncredential": "true",
+                "serving.kserve.io/s3-cabundle": "value",
+            },
+            {},
+            [
+                {"name": "S3_USE_HTTPS", "value": "0"},
+                {"name": "S3_ENDPOINT", "value": "s3.aws.com"},
+                {"name": "AWS_ENDPOINT_URL", "value": "http://s3.aws.com"},
+                {"name": "S3_VERIFY_SSL", "value": "0"},
+                {"name": "awsAnonymousCredential", "value": "true"},
+                {"name": "AWS_DEFAULT_REGION", "value": "us-east-2"},
+                {"name": "S3_USER_VIRTUAL_BUCKET", "value": "true"},
+                {"name": "AWS_CA_BUNDLE", "value": "value"},
+            ],
+            id="AllAnnotations",
+        ),
+        # The config's endpoint: S3_USE_HTTPS only when it is "0"
+        pytest.param(
+            {},
+            {"s3Endpoint": "minio:9000", "s3UseHttps": "0"},
+            [
+                {"name": "S3_USE_HTTPS", "value": "0"},
+                {"name": "S3_ENDPOINT", "value": "minio:9000"},
+                {"name": "AWS_ENDPOINT_URL", "value": "http://minio:9000"},
+            ],
+            id="config-endpoint-http",
+        ),
+        pytest.param(
+            {},
+            {"s3Endpoint": "s3.example.com", "s3UseHttps": "1"},
+            [
+                {"name": "S3_ENDPOINT", "value": "s3.example.com"},
+                {"name": "AWS_ENDPOINT_URL", "value": "https://s3.example.com"},
+            ],
+            id="config-endpoint-https",
+        ),
+        # An annotation present but empty wins over the config (and sets nothing)
+        pytest.param(
+            {"serving.kserve.io/s3-verifyssl": "", "serving.kserve.io/s3-region": ""},
+            {"s3VerifySSL": "1", "s3Region": "eu-west-1", "s3CABundle": "/ca"},
+            [{"name": "AWS_CA_BUNDLE", "value": "/ca"}],
+            id="empty-annotation-suppresses-config",
         ),
     ],
 )
-async def test_storage_spec_errors(
-    annotations: dict[str, str], secrets: dict[str, Any], message: str
+def test_s3_env_vars_as_in_kserve(
+    annotations: dict[str, str], config: dict[str, str], expected: list[dict[str, str]]
 ) -> None:
-    pod = make_pod(
-        {
-            SOURCE_URI: "<scheme-placeholder>://m",
-            "internal.serving.kserve.io/storage-spec": "true",
-            **annotations,
-        }
-    )
-    with pytest.raises(MutationError, match=message):
-        await mutate(pod, None, FakeLookup(secrets=secrets))
+    assert s3_setting_envs(annotations, s3_config(**config)) == expected
+
+
+# --- storage spec: KServe's TestCredentialBuilder_CreateStorageSpecSecretEnvs and the injector's tests ---
+
+MINIO = json.dumps(
+    {
+        "type": "s3",
+        "access_key_id": "minio",
+        "secret_access_key": "minio123",
+        "endpoint_url": "http://minio-service.kubeflow:9000",
+        "bucket": "test-bucket",
+        "region": "us-south",
+    }
+)
+SPEC = "internal.serving.kserve.io/storage-spec"
+SPEC_PARAM = "internal.serving.kserve.io/storage-spec-param"
+SPEC_KEY = "internal.serving.kserve.io/storage-spec-key"
+
+
+def storage_secret(name: str = "storage-secret", **entries: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "data": {k: b64(v) for k, v in entries.items()}}
+
+
+def spec_pod(
+    source: str, params: dict[str, str] | None = None, key: str | None = None, **extra: str
+) -> dict[str, Any]:
+    annotations = {SOURCE_URI: source, SPEC: "true", **extra}
+    if params is not None:
+        annotations[SPEC_PARAM] = json.dumps(params)
+    if key is not None:
+        annotations[SPEC_KEY] = key
+    return make_pod(annotations)
+
+
+def storage_config_env(secret: str, key: str) -> dict[str, Any]:
+    return {"name": "STORAGE_CONFIG", "valueFrom": secret_ref(secret, key)}
+
+
+def override_env(value: str) -> dict[str, str]:
+    return {"name": "STORAGE_OVERRIDE_CONFIG", "value": value}
+
+
+PLACEHOLDER = "<scheme-placeholder>://models/example-model/"
+STORAGE_SPEC_CASES = [
+    pytest.param(
+        spec_pod("s3://test-bucket/models/", {"type": "", "bucket": ""}, "minio"),
+        storage_secret(minio=MINIO),
+        "s3://test-bucket/models/",
+        [storage_config_env("storage-secret", "minio"), override_env('{"bucket":"","type":""}')],
+        id="storage spec with empty override params",
+    ),
+    pytest.param(
+        spec_pod("s3://test-bucket/models/", {"type": "s3", "bucket": "test-bucket"}, "minio"),
+        storage_secret(minio=MINIO),
+        "s3://test-bucket/models/",
+        [storage_config_env("storage-secret", "minio"), override_env('{"bucket":"test-bucket","type":"s3"}')],
+        id="simple storage spec",
+    ),
+    pytest.param(
+        spec_pod("s3://test-bucket/models/", {"type": "s3", "bucket": "test-bucket"}),
+        storage_secret(default_s3=MINIO),
+        "s3://test-bucket/models/",
+        [
+            storage_config_env("storage-secret", "default_s3"),
+            override_env('{"bucket":"test-bucket","type":"s3"}'),
+        ],
+        id="default storage key",
+    ),
+    pytest.param(
+        spec_pod("s3://test-bucket/models/", {"type": "", "bucket": "test-bucket"}),
+        storage_secret(default=MINIO),
+        "s3://test-bucket/models/",
+        [storage_config_env("storage-secret", "default"), override_env('{"bucket":"test-bucket","type":""}')],
+        id="default storage key with empty storage type",
+    ),
+    pytest.param(
+        spec_pod(PLACEHOLDER, {"type": "s3", "bucket": "test-bucket"}, "minio"),
+        storage_secret(minio=MINIO),
+        "s3://test-bucket/models/example-model/",
+        [storage_config_env("storage-secret", "minio"), override_env('{"bucket":"test-bucket","type":"s3"}')],
+        id="storage spec with uri scheme placeholder",
+    ),
+    pytest.param(
+        spec_pod(PLACEHOLDER, {"type": "hdfs", "bucket": ""}, "hdfs"),
+        storage_secret(
+            hdfs='{"type": "hdfs", "access_key_id": "hdfs34", "endpoint_url": "http://hdfs-service"}'
+        ),
+        "hdfs://models/example-model/",
+        [storage_config_env("storage-secret", "hdfs"), override_env('{"bucket":"","type":"hdfs"}')],
+        id="hdfs with uri scheme placeholder",
+    ),
+    pytest.param(
+        spec_pod(PLACEHOLDER, None, "minio"),
+        storage_secret(minio=MINIO),
+        "s3://test-bucket/models/example-model/",
+        [storage_config_env("storage-secret", "minio")],
+        id="type and bucket from the entry, no parameters",
+    ),
+    pytest.param(
+        spec_pod(PLACEHOLDER, {"type": "webhdfs"}),
+        storage_secret(other="{}"),
+        "webhdfs://models/example-model/",
+        [override_env('{"type":"webhdfs"}')],
+        id="no default entry is fine when the type is known",
+    ),
+    # storage_initializer_injector_test.go StorageSpecInjected: no storage Secret at all
+    pytest.param(
+        spec_pod("<scheme-placeholder>://foo/bar", {"type": "s3", "bucket": "my-bucket"}),
+        None,
+        "s3://my-bucket/foo/bar",
+        [override_env('{"bucket":"my-bucket","type":"s3"}')],
+        id="StorageSpecInjected",
+    ),
+    pytest.param(
+        spec_pod(PLACEHOLDER, {"type": "s3", "bucket": "b", "note": "<a&b>"}),
+        None,
+        "s3://b/models/example-model/",
+        [override_env('{"bucket":"b","note":"\\u003ca\\u0026b\\u003e","type":"s3"}')],
+        id="override encoded as Go encodes it",
+    ),
+    pytest.param(
+        spec_pod(PLACEHOLDER, None, "mine", **{"serving.kserve.io/storageSecretName": "my-secret"}),
+        storage_secret("my-secret", mine=MINIO),
+        "s3://test-bucket/models/example-model/",
+        [storage_config_env("my-secret", "mine")],
+        id="secret named by the storageSecretName annotation",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pod", "secret", "uri", "env"), STORAGE_SPEC_CASES)
+async def test_storage_spec_as_in_kserve(
+    pod: dict[str, Any], secret: dict[str, Any] | None, uri: str, env: list[dict[str, Any]]
+) -> None:
+    secrets = {secret["metadata"]["name"]: secret} if secret is not None else {}
+    lookup = FakeLookup({"default": account("default", "ignored")}, secrets)
+    mutated = await mutate(pod, configmap(credentials=KSERVE_CREDENTIALS), lookup)
+    init = mutated["spec"]["initContainers"][0]
+    assert init["args"] == [uri, "/mnt/models"]
+    assert init.get("env", []) == env
+    assert ("ServiceAccount", "models", "default") not in lookup.reads
+
+
+async def test_storage_spec_with_the_shipped_config_as_in_kserve() -> None:
+    """KServe TestStorageSpecSecretInjection / TestStorageSpecDefaultSecretInjection: `storage-config`."""
+    entry = '{"type": "s3", "bucket": "my-bucket", "region": "na"}'
+    for key, secret_key in (("my-storage", "my-storage"), (None, "default")):
+        secret = storage_secret("storage-config", **{secret_key: entry})
+        pod = spec_pod("<scheme-placeholder>://foo/bar", {"some-param": "some-val"}, key)
+        mutated = await mutate(pod, None, FakeLookup(secrets={"storage-config": secret}))
+        init = mutated["spec"]["initContainers"][0]
+        assert init["args"] == ["s3://my-bucket/foo/bar", "/mnt/models"]
+        assert init["env"] == [
+            storage_config_env("storage-config", secret_key),
+            override_env('{"some-param":"some-val"}'),
+        ]
+
+
+STORAGE_SPEC_ERRORS = [
+    pytest.param(
+        spec_pod("s3://b/m", {}),
+        storage_secret("test-secret"),
+        "unable to determine the storage type of the storage spec",
+        id="fail on storage secret name is empty",
+    ),
+    pytest.param(
+        spec_pod("s3://b/m", {"type": "s3", "bucket": "test-bucket"}, "wrong-key"),
+        storage_secret(minio=MINIO),
+        "storage key 'wrong-key' not found in storage Secret models/storage-secret",
+        id="wrong storage key",
+    ),
+    pytest.param(
+        spec_pod("s3://b/m", None, "minio"),
+        None,
+        "storage Secret models/storage-secret does not exist (the storage spec names its key 'minio')",
+        id="named key without the secret",
+    ),
+    pytest.param(
+        spec_pod("gs://test-bucket/models/", {"type": "", "bucket": "test-bucket"}, "minio"),
+        storage_secret(minio=MINIO.replace('"s3"', '"gs"')),
+        "storage Secret models/storage-secret key 'minio': storage type 'gs' is not supported; use one of "
+        "s3, hdfs, webhdfs",
+        id="unsupported storage type",
+    ),
+    pytest.param(
+        spec_pod("s3://b/m", {"type": "", "bucket": "test-bucket"}, "minio"),
+        storage_secret(minio="{\n   {" + MINIO),
+        "storage Secret models/storage-secret key 'minio' is not valid JSON",
+        id="secret data with syntax error",
+    ),
+    pytest.param(
+        spec_pod("s3://b/m", {"type": "", "bucket": "test-bucket"}, "minio"),
+        storage_secret(minio=MINIO.replace('"s3"', '""')),
+        "storage Secret models/storage-secret key 'minio': storage type '' is not supported",
+        id="fail on storage type is empty",
+    ),
+    pytest.param(
+        spec_pod(PLACEHOLDER, {"type": "s3", "bucket": ""}, "minio"),
+        storage_secret(minio=MINIO.replace('"test-bucket"', '""')),
+        "storage type 's3' requires a bucket, but neither the storage spec's parameters nor the storage "
+        "Secret entry has one",
+        id="fail on bucket is empty on s3 storage",
+    ),
+    pytest.param(
+        spec_pod("s3://b/m", None, "minio"),
+        storage_secret(minio='{"type": "s3", "bucket": 3}'),
+        "storage Secret models/storage-secret key 'minio' must hold a JSON object of strings",
+        id="entry values must be strings as Go decodes them",
+    ),
+    pytest.param(
+        make_pod({SOURCE_URI: "<scheme-placeholder>://m", SPEC: "true", SPEC_PARAM: "{"}),
+        None,
+        'storage-spec-param" is not valid JSON',
+        id="parameters annotation not JSON",
+    ),
+    pytest.param(
+        spec_pod("s3://b/m", {"type": "s3"}, None, **{"serving.kserve.io/storageSecretName": ""}),
+        None,
+        'annotation "serving.kserve.io/storageSecretName" names no storage Secret (it is empty)',
+        id="empty secret name annotation",
+    ),
+    pytest.param(
+        spec_pod("s3://b/m", None, "k"),
+        {"metadata": {"name": "storage-secret"}, "data": {"k": "!!"}},
+        "storage Secret models/storage-secret key 'k' is not base64-encoded",
+        id="entry not base64",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pod", "secret", "message"), STORAGE_SPEC_ERRORS)
+async def test_storage_spec_errors_as_in_kserve(
+    pod: dict[str, Any], secret: dict[str, Any] | None, message: str
+) -> None:
+    secrets = {secret["metadata"]["name"]: secret} if secret is not None else {}
+    with pytest.raises(MutationError) as info:
+        await mutate(pod, configmap(credentials=KSERVE_CREDENTIALS), FakeLookup(secrets=secrets))
+    assert message in info.value.message
+    assert info.value.code == 500
+
+
+async def test_storage_spec_secret_read_failure_is_an_error_even_without_a_key() -> None:
+    class Failing(FakeLookup):
+        async def get_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+            raise ServerUnavailable(0, "", "connection refused")
+
+    with pytest.raises(MutationError, match="cannot read Secret models/storage-config: connection refused"):
+        await mutate(spec_pod("<scheme-placeholder>://m", {"type": "s3", "bucket": "b"}), None, Failing())
 
 
 class StubClient:
@@ -730,6 +1312,179 @@ async def test_client_lookup_maps_not_found_to_none_and_reads_only_by_name() -> 
         (SECRETS, "missing", "ns"),
         (SECRETS, "down", "ns"),
     ]
+
+
+# --- ClusterStorageContainer: KServe's TestGetStorageContainerSpec, TestStorageContainerCRDInjection ------
+
+
+def storage_container(
+    object_name: str, /, *formats: dict[str, str], disabled: bool | None = None, **container: Any
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterStorageContainer",
+        "metadata": {"name": object_name},
+        "spec": {"container": container, "supportedUriFormats": list(formats)},
+    }
+    if disabled is not None:
+        obj["disabled"] = disabled
+    return obj
+
+
+CUSTOM_CSC = storage_container(
+    "custom",
+    {"prefix": "custom://"},
+    name="storage-initializer",
+    image="kserve/storage-initializer:latest",
+    resources={"limits": {"memory": "200Mi"}},
+)
+S3_AZURE_CSC = storage_container(
+    "s3Azure",
+    {"prefix": "s3://"},
+    {"regex": "https://(.+?).blob.core.windows.net/(.+)"},
+    name="storage-initializer",
+    image="kserve/storage-initializer:latest",
+    resources={"limits": {"memory": "500Mi"}},
+    env=[{"name": "name", "value": "value"}],
+)
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://foo", "s3Azure"),
+        ("custom://foo", "custom"),
+        ("abc://", None),
+        # storage_container_types_test.go TestStorageContainerSpec_IsStorageUriSupported
+        ("custom://abc.com/model.pt", "custom"),
+        ("https://account.blob.core.windows.net/myblob", "s3Azure"),
+        ("https://account.blob.core.windoes.net/myblob", None),
+        ("s3://mybucket/mykey", "s3Azure"),
+    ],
+)
+def test_storage_container_for_uri_as_in_kserve(uri: str, expected: str | None) -> None:
+    found = storage_container_for([S3_AZURE_CSC, CUSTOM_CSC], uri)
+    assert (found.name if found is not None else None) == expected
+
+
+def test_first_enabled_storage_container_by_name_wins() -> None:
+    first = storage_container("a-first", {"prefix": "s3://"}, disabled=True)
+    second = storage_container("b-second", {"regex": "^s3://"})
+    third = storage_container("c-third", {"prefix": "s3://"})
+    found = storage_container_for([third, first, second], "s3://b/m")
+    assert found is not None
+    assert found.name == "b-second"
+
+
+def test_prefix_wins_over_regex_in_one_format() -> None:
+    csc = storage_container("x", {"prefix": "gs://", "regex": "^s3://"})
+    assert storage_container_for([csc], "s3://b/m") is None
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        (storage_container("bad", {"regex": "(["}), "error checking storage container bad: "),
+        (
+            {"metadata": {"name": "odd"}, "spec": {"supportedUriFormats": "s3://"}},
+            "ClusterStorageContainer odd",
+        ),
+    ],
+)
+def test_unusable_storage_container_is_an_error_naming_it(obj: dict[str, Any], message: str) -> None:
+    with pytest.raises(StorageContainerError, match=re.escape(message)):
+        storage_container_for([obj], "s3://b/m")
+
+
+async def mutate_with(
+    pod: dict[str, Any], containers: list[dict[str, Any]], lookup: FakeLookup | None = None
+) -> dict[str, Any]:
+    mutator = PodMutator(dict, lookup or FakeLookup(), lambda: containers)
+    return await mutator.mutate(pod, "models")
+
+
+async def test_storage_container_is_merged_over_the_init_container_as_in_kserve() -> None:
+    """KServe TestStorageContainerCRDInjection "s3": the CR's resources and env merged in."""
+    mutated = await mutate_with(make_pod({SOURCE_URI: "s3://foo"}), [CUSTOM_CSC, S3_AZURE_CSC])
+    expected = expected_init_container("s3://foo")
+    expected["resources"] = {
+        "limits": {"cpu": "1", "memory": "500Mi"},
+        "requests": {"cpu": "100m", "memory": "100Mi"},
+    }
+    expected["env"] = [{"name": "name", "value": "value"}]
+    assert mutated["spec"]["initContainers"] == [expected]
+
+
+async def test_config_container_when_no_storage_container_serves_the_uri_as_in_kserve() -> None:
+    """KServe TestStorageContainerCRDInjection "Default config if storage uri not matched in CRs"."""
+    mutated = await mutate_with(make_pod({SOURCE_URI: "https://foo"}), [CUSTOM_CSC, S3_AZURE_CSC])
+    assert mutated["spec"]["initContainers"] == [expected_init_container("https://foo")]
+
+
+async def test_storage_container_merge_follows_strategic_merge_rules() -> None:
+    csc = storage_container(
+        "s3",
+        {"prefix": "s3://"},
+        name="my-downloader",
+        image="me/downloader:1",
+        args=["--from", "s3"],
+        env=[{"name": "AWS_ACCESS_KEY_ID", "value": "override"}, {"name": "LOG", "value": "debug"}],
+        volumeMounts=[{"name": "cache", "mountPath": "/cache"}],
+        securityContext={"runAsUser": 5, "capabilities": None},
+        workingDir=None,
+    )
+    lookup = FakeLookup({"default": account("default", "s3creds")}, {"s3creds": S3_SECRET})
+    mutated = await mutate_with(make_pod({SOURCE_URI: "s3://b/m", UID: "1337"}), [csc], lookup)
+    init = mutated["spec"]["initContainers"][0]
+    assert init["name"] == "storage-initializer"  # kept (KServe renames it to the CR's)
+    assert init["image"] == "me/downloader:1"
+    assert init["args"] == ["--from", "s3"]  # a list without a merge key is replaced
+    env = env_of(init)
+    assert env["AWS_ACCESS_KEY_ID"] == "override"  # merged by name
+    assert env["LOG"] == "debug"
+    assert env["AWS_SECRET_ACCESS_KEY"] == secret_ref("s3creds", "AWS_SECRET_ACCESS_KEY")
+    # Kubernetes' merge order: the patch's items first, then the others in their original order.
+    assert [e["name"] for e in init["env"]][:3] == ["AWS_ACCESS_KEY_ID", "LOG", "AWS_SECRET_ACCESS_KEY"]
+    assert [m["mountPath"] for m in init["volumeMounts"]] == ["/cache", "/mnt/models"]
+    # The UID annotation applies after the merge; the CR's null members are ignored, not deletions.
+    assert init["securityContext"] == {**RESTRICTED, "runAsUser": 1337}
+    assert "workingDir" not in init
+
+
+async def test_storage_container_security_context_is_merged_over_the_restricted_profile() -> None:
+    root = storage_container(
+        "root", {"prefix": "s3://"}, securityContext={"runAsNonRoot": False, "runAsUser": 0}
+    )
+    init = (await mutate_with(make_pod({SOURCE_URI: "s3://b/m"}), [root]))["spec"]["initContainers"][0]
+    assert init["securityContext"] == {**RESTRICTED, "runAsNonRoot": False, "runAsUser": 0}
+
+
+async def test_storage_spec_matches_the_rewritten_uri_and_pvc_the_local_path() -> None:
+    csc = storage_container("s3", {"prefix": "s3://my-bucket/"}, image="me/s3")
+    pvc = storage_container("pvc", {"prefix": "pvc://"}, image="me/pvc")
+    pod = make_pod(
+        {
+            SOURCE_URI: "<scheme-placeholder>://foo/bar",
+            "internal.serving.kserve.io/storage-spec": "true",
+            "internal.serving.kserve.io/storage-spec-param": '{"type": "s3", "bucket": "my-bucket"}',
+        }
+    )
+    assert (await mutate_with(pod, [csc, pvc]))["spec"]["initContainers"][0]["image"] == "me/s3"
+    on_pvc = await mutate_with(make_pod({SOURCE_URI: "pvc://claim/m"}), [csc, pvc])
+    assert on_pvc["spec"]["initContainers"][0]["image"] == "kserve/storage-initializer:latest"
+
+
+async def test_unusable_storage_container_is_an_admission_error() -> None:
+    with pytest.raises(MutationError, match="error checking storage container bad: "):
+        await mutate_with(make_pod({SOURCE_URI: "s3://b/m"}), [storage_container("bad", {"regex": "(["})])
+
+
+async def test_storage_containers_are_not_read_for_pods_without_a_storage_uri() -> None:
+    def unreadable() -> list[dict[str, Any]]:
+        raise AssertionError("read")
+
+    mutator = PodMutator(dict, FakeLookup(), unreadable)
+    await mutator.mutate(make_pod({LOGGER: "true"}), "models")
 
 
 # --- agent ---------------------------------------------------------------------------------------------
@@ -909,6 +1664,15 @@ async def test_agent_copies_the_first_containers_security_context_and_gets_crede
     )
 
 
+async def test_agent_component_port_only_with_a_kserve_container_as_in_kserve() -> None:
+    transformer = make_pod({LOGGER: "true"}, containers=[{"name": "transformer-container", "image": "t"}])
+    assert "--component-port" not in container(await mutate(transformer), "agent")["args"]
+    ported = make_pod(
+        {LOGGER: "true"}, containers=[{"name": "kserve-container", "ports": [{"containerPort": 8085}]}]
+    )
+    assert container(await mutate(ported), "agent")["args"][-2:] == ["--component-port", "8085"]
+
+
 async def test_existing_agent_is_left_alone() -> None:
     pod = make_pod({LOGGER: "true"})
     pod["spec"]["containers"].append({"name": "agent", "image": "mine"})
@@ -1021,6 +1785,36 @@ async def test_malformed_pod(pod: Any, message: str) -> None:
     assert info.value.message.startswith("invalid pod: ")
     assert info.value.message.endswith(message)
     assert info.value.code == 400
+
+
+@pytest.mark.parametrize("account_name", ["a/b", "..", ".", "../kube-system", "Default", "a%2Fb", "x" * 254])
+async def test_service_account_name_that_is_no_name_is_a_bad_request(account_name: str) -> None:
+    lookup = FakeLookup()
+    with pytest.raises(MutationError) as info:
+        await mutate(make_pod({SOURCE_URI: "s3://b/m"}, serviceAccountName=account_name), None, lookup)
+    assert info.value.code == 400
+    assert info.value.message.startswith(
+        f"invalid pod: spec.serviceAccountName {account_name!r} is not a valid ServiceAccount name"
+    )
+    assert lookup.reads == []
+
+
+@pytest.mark.parametrize("namespace", ["a/b", "..", "x.y", "UPPER"])
+async def test_namespace_that_is_no_name_is_a_bad_request(namespace: str) -> None:
+    lookup = FakeLookup()
+    with pytest.raises(MutationError) as info:
+        await mutate(make_pod({SOURCE_URI: "s3://b/m"}), None, lookup, namespace=namespace)
+    assert info.value.code == 400
+    assert info.value.message.startswith(
+        f"invalid pod: namespace {namespace!r} is not a valid namespace name"
+    )
+    assert lookup.reads == []
+
+
+async def test_valid_dotted_service_account_name_is_looked_up() -> None:
+    lookup = FakeLookup()
+    await mutate(make_pod({SOURCE_URI: "s3://b/m"}, serviceAccountName="team.models-1"), None, lookup)
+    assert lookup.reads == [("ServiceAccount", "models", "team.models-1")]
 
 
 @pytest.mark.parametrize(

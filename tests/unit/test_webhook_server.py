@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +22,9 @@ from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from manager import httpserver
 from manager.errors import ConfigurationError
+from manager.httpserver import ConnectionLimits
 from webhooks.admission import (
     ADMISSION_V1,
     ADMISSION_V1BETA1,
@@ -519,3 +522,289 @@ async def test_fuzzed_bodies_get_an_admission_review_or_a_4xx(
         assert text.strip()
     ok, _, answer = await post(session, server, "/deny", review())
     assert (ok, answer["response"]["uid"]) == (200, UID)
+
+
+# --- deeply nested JSON (issue 11, item 8) -------------------------------------------------------------
+
+
+def nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [150, 600, 900])
+async def test_deeply_nested_json_is_refused_with_400_and_one_log_line(
+    server: WebhookServer, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture, depth: int
+) -> None:
+    body = review()
+    body["request"]["object"]["data"] = nested(depth)
+    with caplog.at_level(logging.INFO):
+        status, _, answer = await post(session, server, "/mutate", body)
+    assert status == 200
+    assert answer["response"]["uid"] == UID
+    assert answer["response"]["status"] == {
+        "code": 400,
+        "message": "request is nested deeper than 100 levels",
+        "status": "Failure",
+    }
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("webhooks")]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].exc_info is None
+    assert "nested deeper than 100 levels" in lines[0].getMessage()
+    assert len(lines[0].getMessage()) < 300
+
+
+class Recurser:
+    async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
+        def down(n: int) -> int:
+            return down(n + 1) + 1
+
+        return allowed(str(down(0)))
+
+
+async def test_a_handler_hitting_the_recursion_limit_is_a_400_and_one_log_line(
+    server: WebhookServer, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.register("/recurse", Recurser())
+    with caplog.at_level(logging.INFO):
+        status, _, answer = await post(session, server, "/recurse", review())
+    assert status == 200
+    assert answer["response"]["status"] == {
+        "code": 400,
+        "message": "the ConfigMap is nested too deeply to process",
+        "status": "Failure",
+    }
+    lines = [r for r in caplog.records if r.name.startswith("webhooks")]
+    assert [(r.levelno, r.exc_info) for r in lines] == [(logging.WARNING, None)]
+
+
+# --- connections: timeouts, the bound, memory (issue 11, item 1) ----------------------------------------
+
+
+LIMITS = ConnectionLimits(read_header_timeout=0.3, idle_timeout=0.6, max_connections=3)
+
+
+class Blocker:
+    """Holds requests until released, so that their connections stay busy."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
+        self.entered += 1
+        await self.release.wait()
+        return allowed()
+
+
+@pytest.fixture
+async def blocker() -> Blocker:
+    return Blocker()
+
+
+@pytest.fixture
+async def limited(cert_dir: Path, blocker: Blocker) -> AsyncIterator[WebhookServer]:
+    server = WebhookServer(
+        host="127.0.0.1", port=0, cert_dir=cert_dir, handler_timeout=HANG_GUARD, limits=LIMITS
+    )
+    server.register("/deny", Denier())
+    server.register("/block", blocker)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect(server: WebhookServer, cert_dir: Path | None) -> Stream:
+    """A TLS connection with its handshake done, or (without `cert_dir`) a bare TCP one."""
+    context = client_context(cert_dir) if cert_dir is not None else None
+    return await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", server.bound_port, ssl=context), HANG_GUARD
+    )
+
+
+async def closed_by_server(stream: Stream) -> bool:
+    """Reads until the server closes the connection (True), or until HANG_GUARD (False)."""
+    reader, writer = stream
+    try:
+        async with asyncio.timeout(HANG_GUARD):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except (ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+    return True
+
+
+def request_bytes(path: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+async def exchange(stream: Stream, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One request over a keep-alive connection; returns the decoded JSON answer."""
+    reader, writer = stream
+    writer.write(request_bytes(path, body))
+    await writer.drain()
+    async with asyncio.timeout(HANG_GUARD):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        answer: dict[str, Any] = json.loads(await reader.readexactly(length))
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return answer
+
+
+async def test_a_connection_that_sends_nothing_after_the_handshake_is_closed(
+    limited: WebhookServer, cert_dir: Path
+) -> None:
+    stream = await connect(limited, cert_dir)
+    assert await closed_by_server(stream)
+    assert limited.open_connections == 0
+
+
+async def test_a_connection_that_never_starts_the_handshake_is_closed(limited: WebhookServer) -> None:
+    assert await closed_by_server(await connect(limited, None))
+
+
+async def test_request_headers_that_stop_halfway_are_cut_off(limited: WebhookServer, cert_dir: Path) -> None:
+    stream = await connect(limited, cert_dir)
+    stream[1].write(b"POST /deny HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    assert await closed_by_server(stream)
+
+
+async def test_a_keep_alive_connection_serves_requests_then_closes_when_idle(
+    limited: WebhookServer, cert_dir: Path
+) -> None:
+    stream = await connect(limited, cert_dir)
+    for _ in range(3):
+        answer = await exchange(stream, "/deny", review())
+        assert answer["response"]["uid"] == UID
+        await asyncio.sleep(
+            LIMITS.read_header_timeout * 1.5
+        )  # longer than the header timeout, shorter than idle
+    assert await closed_by_server(stream)
+
+
+async def test_at_the_limit_the_longest_idle_connection_makes_room(
+    limited: WebhookServer, cert_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    oldest = await connect(limited, cert_dir)
+    others = [await connect(limited, cert_dir) for _ in range(LIMITS.max_connections - 1)]
+    used = others[0]
+    await exchange(used, "/deny", review())  # now the most recently active
+    with caplog.at_level(logging.WARNING, logger="manager.httpserver"):
+        newest = await connect(limited, cert_dir)
+        assert await closed_by_server(oldest)
+        answer = await exchange(newest, "/deny", review())
+    assert answer["response"]["uid"] == UID
+    await exchange(used, "/deny", review())
+    assert limited.open_connections == LIMITS.max_connections
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "webhook server: at its limit of 3 open connections: closed 1 idle connection(s) to admit new ones "
+        "and refused 0 new connection(s) while all were busy"
+    ]
+    for stream in [newest, *others]:
+        stream[1].close()
+
+
+async def test_at_the_limit_with_every_connection_busy_a_new_one_is_refused(
+    limited: WebhookServer, cert_dir: Path, blocker: Blocker, caplog: pytest.LogCaptureFixture
+) -> None:
+    busy = [await connect(limited, cert_dir) for _ in range(LIMITS.max_connections)]
+    for _, writer in busy:
+        writer.write(request_bytes("/block", review()))
+    async with asyncio.timeout(HANG_GUARD):
+        while blocker.entered < LIMITS.max_connections:
+            await asyncio.sleep(0.01)
+    with (
+        caplog.at_level(logging.WARNING, logger="manager.httpserver"),
+        pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError)),
+    ):
+        await connect(limited, cert_dir)
+    assert any("refused 1 new connection(s) while all were busy" in r.getMessage() for r in caplog.records)
+    blocker.release.set()
+    for stream in busy:
+        reader, writer = stream
+        async with asyncio.timeout(HANG_GUARD):
+            assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200 ")
+        writer.close()
+
+
+async def test_stop_closes_connections_still_in_their_handshake(cert_dir: Path) -> None:
+    server = WebhookServer(host="127.0.0.1", port=0, cert_dir=cert_dir)  # the 32 s default deadlines
+    await server.start()
+    try:
+        bare = await connect(server, None)
+        async with asyncio.timeout(HANG_GUARD):
+            while server.open_connections < 1:
+                await asyncio.sleep(0.01)
+    finally:
+        await server.stop()
+    assert await closed_by_server(bare)
+    assert server.open_connections == 0
+
+
+async def test_memory_is_handed_back_after_a_burst_of_closed_connections(
+    limited: WebhookServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[None] = []
+    monkeypatch.setattr(httpserver, "release_memory", lambda: trims.append(None))
+    monkeypatch.setattr(httpserver, "TRIM_DELAY", 0.0)
+    for _ in range(httpserver.TRIM_AFTER_CLOSES):
+        _, writer = await connect(limited, None)
+        writer.close()
+        await writer.wait_closed()
+    async with asyncio.timeout(HANG_GUARD):
+        while not trims:
+            await asyncio.sleep(0.01)
+    assert len(trims) == 1
+
+
+async def test_a_body_of_several_mib_is_read_whole_through_the_small_tls_buffer(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    body = review()
+    body["request"]["object"]["data"] = {"big": "x" * (6 * 1024 * 1024)}
+    status, _, answer = await post(session, server, "/mutate", body)
+    assert status == 200
+    assert answer["response"]["allowed"] is True
+    assert len(answer["response"]["patch"]) > 0
+
+
+async def test_a_body_that_stops_arriving_gets_408_within_the_deadline(
+    server: WebhookServer, cert_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await connect(server, cert_dir)
+    writer.write(
+        b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"apiVersion": '
+    )
+    with caplog.at_level(logging.WARNING, logger="webhooks.server"):
+        async with asyncio.timeout(HANG_GUARD):
+            head = await reader.readuntil(b"\r\n\r\n")
+            answer = await reader.readexactly(len(b"request body not received within 0.3s\n"))
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert b"Connection: close" in head
+    assert answer == b"request body not received within 0.3s\n"
+    assert [r.getMessage() for r in caplog.records] == [
+        "webhook /mutate: refused a request from 127.0.0.1: body not received"
+    ]

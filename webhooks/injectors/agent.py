@@ -15,7 +15,6 @@ with adding that container.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -52,6 +51,7 @@ from webhooks.injectors.pod import (
     set_existing_env,
 )
 from webhooks.injectors.security import injected_security_context
+from webhooks.json_patch import copy_json
 
 AGENT_PORT = 9081
 AGENT_PORT_NAME = "agent-port"
@@ -98,10 +98,13 @@ def _logger_args(pod: Pod, namespace: str, config: LoggerConfig) -> list[str]:
     ]
 
 
-def _component_port(pod: Pod) -> str:
+def _component_port_args(pod: Pod) -> list[str]:
+    """`--component-port <first port of kserve-container, else 8080>`; nothing without a kserve-container."""
     model = find_container(pod, INFERENCE_SERVICE_CONTAINER_NAME)
-    ports = (model or {}).get("ports") or []
-    return str(ports[0]["containerPort"]) if ports else DEFAULT_COMPONENT_PORT
+    if model is None:
+        return []
+    ports = model.get("ports") or []
+    return ["--component-port", str(ports[0]["containerPort"]) if ports else DEFAULT_COMPONENT_PORT]
 
 
 def agent_requested(pod: Pod) -> bool:
@@ -137,13 +140,13 @@ async def inject_agent(
         args += _batcher_args(pod_annotations, config.batcher())
     if LOGGER_ANNOTATION in pod_annotations:
         args += _logger_args(pod, namespace, config.logger())
-    args += ["--component-port", _component_port(pod)]
+    args += _component_port_args(pod)
 
     first = containers(pod)[0]
     queue_proxy = find_container(pod, QUEUE_PROXY_CONTAINER_NAME)
     env: list[dict[str, Any]]
     if queue_proxy is not None:
-        env = copy.deepcopy(queue_proxy.get("env") or [])
+        env = copy_json(queue_proxy.get("env") or [])
     else:
         probe = first.get("readinessProbe")
         env = (

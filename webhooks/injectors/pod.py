@@ -10,11 +10,18 @@ are all "ensure" operations (add if absent, replace by name), which is what make
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 Pod = dict[str, Any]
 Container = dict[str, Any]
+
+_DNS1123_LABEL_FMT: Final = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_LABEL: Final = re.compile(_DNS1123_LABEL_FMT)
+_DNS1123_LABEL_MAX: Final = 63
+_DNS1123_SUBDOMAIN: Final = re.compile(rf"{_DNS1123_LABEL_FMT}(\.{_DNS1123_LABEL_FMT})*")
+_DNS1123_SUBDOMAIN_MAX: Final = 253
 
 
 class MutationError(Exception):
@@ -128,7 +135,24 @@ def check_pod(pod: object) -> Pod:
     account = spec.get("serviceAccountName")
     if account is not None and not isinstance(account, str):
         raise _bad("spec.serviceAccountName", "a string", account)
+    if account and not is_dns1123_subdomain(account):
+        raise MutationError(
+            f"invalid pod: spec.serviceAccountName {account!r} is not a valid ServiceAccount name (lower "
+            "case letters, digits, '-' and '.', at most 253 characters, starting and ending with a letter "
+            "or digit)",
+            code=400,
+        )
     return pod
+
+
+def is_dns1123_subdomain(name: str) -> bool:
+    """Kubernetes' rule for most object names (ServiceAccounts, Secrets): safe as one URL path segment."""
+    return len(name) <= _DNS1123_SUBDOMAIN_MAX and _DNS1123_SUBDOMAIN.fullmatch(name) is not None
+
+
+def is_dns1123_label(name: str) -> bool:
+    """Kubernetes' rule for namespace names."""
+    return len(name) <= _DNS1123_LABEL_MAX and _DNS1123_LABEL.fullmatch(name) is not None
 
 
 def get_labels(pod: Pod) -> Mapping[str, str]:

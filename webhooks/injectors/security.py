@@ -14,10 +14,10 @@ pod-level securityContext asks otherwise we defer to it: `runAsNonRoot: false` o
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from webhooks.injectors.pod import Container, Pod
+from webhooks.json_patch import copy_json
 
 RESTRICTED_SECURITY_CONTEXT: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
@@ -30,8 +30,9 @@ RESTRICTED_SECURITY_CONTEXT: dict[str, Any] = {
 def injected_security_context(pod: Pod, source: Container | None) -> dict[str, Any]:
     """The securityContext for an injected container: a copy of `source`'s, else the restricted profile."""
     if source is not None and source.get("securityContext"):
-        return copy.deepcopy(source["securityContext"])
-    context = copy.deepcopy(RESTRICTED_SECURITY_CONTEXT)
+        copied: dict[str, Any] = copy_json(source["securityContext"])
+        return copied
+    context: dict[str, Any] = copy_json(RESTRICTED_SECURITY_CONTEXT)
     pod_context = pod["spec"].get("securityContext") or {}
     if pod_context.get("runAsNonRoot") is False or pod_context.get("runAsUser") == 0:
         del context["runAsNonRoot"]
