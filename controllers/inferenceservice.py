@@ -2,8 +2,9 @@
 
 For InferenceService; Owns the Knative Services, Istio VirtualServices and ExternalName Services it creates
 (a change to one re-queues its owner); Watches the `inferenceservice-config` ConfigMap (a change re-queues
-every InferenceService, so a new ingress domain reaches every URL) and (Cluster)ServingRuntimes (a runtime
-that appears or changes re-queues the InferenceServices that may select it). Revision pods are cached
+every InferenceService, so a new ingress domain reaches every URL), (Cluster)ServingRuntimes (a runtime
+that appears or changes re-queues the InferenceServices that may select it) and ClusterStorageContainers (one
+that appears, changes or goes may decide whether a storage URI is accepted). Revision pods are cached
 through a label-selected informer for the model status, as KServe reads them, but not watched.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from apis import constants as c
 from apis.resources import (
     CLUSTER_SERVING_RUNTIMES,
+    CLUSTER_STORAGE_CONTAINERS,
     INFERENCE_SERVICES,
     KNATIVE_SERVICES,
     SERVING_RUNTIMES,
@@ -23,9 +25,7 @@ from manager.client import CONFIGMAPS, PODS, SERVICES, Object, namespace_of
 from manager.controller import Controller
 from manager.manager import Manager
 from manager.reconcile import Request
-from reconcilers.inferenceservice import InferenceServiceReconciler
-from reconcilers.ingress import IngressReconciler
-from reconcilers.knative_service import KnativeServiceReconciler
+from reconcilers.inferenceservice import inferenceservice_reconciler
 
 CONTROLLER_NAME = "inferenceservice"
 
@@ -58,14 +58,8 @@ def setup_inferenceservice_controller(
         return [Request(ns, name) for ns, name in cache.keys(INFERENCE_SERVICES)]
 
     pods = cache.informer(PODS, label_selector=c.INFERENCE_SERVICE_LABEL)
-    reconciler = InferenceServiceReconciler(
-        manager.client,
-        cache,
-        recorder,
-        config_namespace=config_namespace,
-        knative=KnativeServiceReconciler(manager.client, cache),
-        ingress=IngressReconciler(manager.client, cache),
-        pods=pods,
+    reconciler = inferenceservice_reconciler(
+        manager.client, cache, recorder, config_namespace=config_namespace, pods=pods
     )
     builder = (
         manager.builder()
@@ -76,6 +70,7 @@ def setup_inferenceservice_controller(
         .watches(CONFIGMAPS, all_inference_services, namespace=config_namespace)
         .watches(SERVING_RUNTIMES, inference_services_in_namespace)
         .watches(CLUSTER_SERVING_RUNTIMES, every_inference_service)
+        .watches(CLUSTER_STORAGE_CONTAINERS, every_inference_service)
         .with_max_concurrent_reconciles(max_concurrent_reconciles)
     )
     if watch_virtual_services:

@@ -28,7 +28,7 @@ from manager.client import Object, name_of, namespace_of
 from manager.controller import Controller
 from manager.manager import Manager
 from manager.reconcile import Request
-from reconcilers.trainedmodel import TrainedModelReconciler
+from reconcilers.trainedmodel import trainedmodel_reconciler
 
 CONTROLLER_NAME = "trainedmodel"
 
@@ -64,7 +64,7 @@ def setup_trainedmodel_controller(
     """Register the TrainedModel controller (and its own event broadcaster) on `manager`."""
     cache = manager.cache
     recorder = manager.event_broadcaster(event_component).recorder()
-    reconciler = TrainedModelReconciler(manager.client, cache, recorder)
+    reconciler = trainedmodel_reconciler(manager.client, cache, recorder)
 
     def by_parent(obj: Object) -> Iterable[Request]:
         return trained_models_of(cache, obj)

@@ -1,221 +1,213 @@
 """The InferenceService reconcile: read, compute, converge, and tell the user why it is not Ready.
 
-One pass, level-based, in KServe v0.11's order (§3.2 of the behaviour reference):
+`InferenceServiceKind` is the domain half of a `manager.kindreconciler.KindReconciler`, which reads the
+object from the cache, keeps the finalizer `inferenceservice.finalizers`, writes the status when it changed
+and reports problems. One pass, level-based, in KServe v0.11's order (§3.2 of the behaviour reference):
 
-1. read the InferenceService from the cache (gone: nothing to do);
-2. finalizer `inferenceservice.finalizers`: add it, or on deletion delete the child TrainedModels and remove
-   it (children with owner references are garbage-collected by kube-controller-manager);
-3. read `inferenceservice-config` from the cache; pick the deployment mode (annotation, else `deploy`);
-4. per component (predictor, transformer, explainer): converge its Knative Service, or delete it when the
-   component left the spec; fold the Knative status into the InferenceService status;
-5. cross-component RoutesReady and LatestDeploymentReady; model status from the revision's pods;
-6. ingress: the Istio VirtualService and the ExternalName Service, status.url/address, IngressReady;
-   the model-config ConfigMap of a multi-model predictor (for TrainedModels);
-7. write status only when it changed semantically, re-reading the object on each conflict; emit
-   InferenceServiceReady / InferenceServiceNotReady on transitions.
+1. `inferenceservice-config` from the cache; the deployment mode (annotation, else `deploy`), which picks the
+   backend (`reconcilers.backend`; Serverless is `reconcilers.serverless`);
+2. the model-config ConfigMap of a multi-model predictor (for TrainedModels), before runtime selection, so
+   it exists even when no runtime serves the predictor;
+3. per component (predictor, transformer, explainer): build it (`reconcilers.components`) and hand it to the
+   backend, which converges its children and folds their status in; or have the backend delete them when
+   the component left the spec;
+4. the backend's cross-component status and model status, then its ingress (status.url/address,
+   IngressReady);
+5. Ready explains itself (`explain_not_ready`); the skeleton writes the status, and InferenceServiceReady /
+   InferenceServiceNotReady mark the transitions. On deletion, the child TrainedModels are deleted before
+   the finalizer goes (children with owner references are garbage-collected by kube-controller-manager).
 
-Where KServe retries a user mistake forever with an `InternalError` event (unknown runtime, broken config),
-this reconciler marks the condition False with a precise reason and message, records one Warning event and
-stops; the watches on the ConfigMap and on ServingRuntimes bring the object back when the cause is fixed.
-Only API failures are retried with backoff.
+Where KServe retries a user mistake forever with an `InternalError` event (unknown runtime, broken config, a
+child's name taken by another object), this reconciler raises a `UserProblem`: the condition is False with a
+precise reason and message, one Warning event is recorded, and nothing is retried; the watches on the
+ConfigMap, the ServingRuntimes and the children bring the object back when the cause is fixed. Only API
+failures are retried with backoff. Each config key is read only by the InferenceServices that need it: a
+broken `deploy` key concerns those without a deploymentMode annotation, a broken `explainers` key those with
+a built-in explainer, a broken `ingress` key every one (at its ingress step).
 """
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from apis import constants as c
 from apis.base import InvalidObjectError
 from apis.config import ConfigError, InferenceServicesConfig
 from apis.inferenceservice import FailureInfo, InferenceService, InferenceServiceStatus
-from apis.knative import REVISION_LABEL, KnativeServiceStatus
 from apis.resources import INFERENCE_SERVICES, TRAINED_MODELS
 from manager.cache import Cache
 from manager.client import CONFIGMAPS, Client, Object
-from manager.errors import ApiError, Conflict, NotFound
-from manager.events import EventRecorder
-from manager.informer import LABEL_INDEX, Informer
-from manager.reconcile import Request, Result
-from reconcilers.ingress import IngressConfigError, IngressReconciler
-from reconcilers.knative_service import ComponentSpecError, KnativeServiceReconciler
+from manager.errors import ApiError, NotFound
+from manager.events import NORMAL, WARNING
+from manager.informer import Informer
+from manager.kindreconciler import Kind, KindReconciler, Recorder, UserProblem
+from manager.reconcile import Result
+from reconcilers.apply import NotControlled
+from reconcilers.backend import DeploymentBackend
+from reconcilers.components import REASON_INVALID_CONFIG, ComponentBuilder, ComponentSpecError
+from reconcilers.ingress import IngressConfigError
 from reconcilers.modelconfig import ensure_model_config
+from reconcilers.serverless import ServerlessBackend
 
 log = logging.getLogger(__name__)
 
-STATUS_UPDATE_ATTEMPTS = 5
-
 # Reasons of our own where KServe has none (KServe retries these forever without saying why).
-REASON_INVALID_CONFIG = "InvalidConfiguration"
 REASON_CONFIG_MISSING = "ConfigMapMissing"
 REASON_UNSUPPORTED_MODE = "UnsupportedDeploymentMode"
 REASON_INVALID_OBJECT = "InvalidSpec"
 
 
-class SpecProblem(Exception):
-    """A problem only the user can fix: shown as a False condition and a Warning event, not retried."""
-
-    def __init__(self, condition: str, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.condition = condition
-        self.reason = reason
-        self.message = message
-
-
-class InferenceServiceReconciler:
-    """Converges one InferenceService and its Knative Services, VirtualService and ExternalName Service."""
+class InferenceServiceKind(Kind[InferenceService]):
+    """Converges one InferenceService through the backend of its deployment mode."""
 
     def __init__(
         self,
         client: Client,
         cache: Cache,
-        recorder: EventRecorder,
+        recorder: Recorder,
         *,
         config_namespace: str,
-        knative: KnativeServiceReconciler,
-        ingress: IngressReconciler,
-        pods: Informer | None = None,
+        backends: Sequence[DeploymentBackend],
     ) -> None:
         self.client = client
         self.cache = cache
         self.recorder = recorder
         self.config_namespace = config_namespace
-        self.knative = knative
-        self.ingress = ingress
-        self.pods = pods
+        self.backends: Mapping[str, DeploymentBackend] = {b.mode: b for b in backends}
+        self.components = ComponentBuilder(cache)
 
-    async def reconcile(self, request: Request) -> Result:
-        obj = self.cache.get(INFERENCE_SERVICES, request.name, request.namespace)
-        if obj is None:
-            return Result()
+    def parse(self, obj: Object) -> InferenceService:
         try:
-            isvc = InferenceService.from_object(obj)
+            return InferenceService.from_object(obj)
         except InvalidObjectError as exc:
             # Not even the status can be written through the model; say so where users look.
-            self.recorder.event(obj, "Warning", REASON_INVALID_OBJECT, str(exc))
-            log.warning("cannot parse InferenceService: %s", exc)
-            return Result()
-        if isvc.is_deleting:
-            await self._finalize(isvc)
-            return Result()
-        if c.INFERENCE_SERVICE_FINALIZER not in isvc.finalizers:
-            await self._add_finalizer(isvc)
+            raise UserProblem(REASON_INVALID_OBJECT, str(exc)) from None
 
-        before = _comparable(isvc.status)
-        was_ready = isvc.status.is_ready()
+    def object_of(self, obj: InferenceService) -> Object:
+        return obj.to_object()
+
+    def status_of(self, obj: InferenceService) -> Object:
+        return obj.status.to_object()
+
+    async def reconcile_kind(self, obj: InferenceService) -> Result | None:
+        isvc = obj
         status = isvc.status
         status.initialize_conditions()
-        try:
-            config = self._config()
-            mode = isvc.deployment_mode(config.deploy().default_deployment_mode)
-            if mode != c.SERVERLESS:
-                raise SpecProblem(
-                    c.PREDICTOR_READY,
-                    REASON_UNSUPPORTED_MODE,
-                    f'deployment mode "{mode}" is not supported by this controller; only "{c.SERVERLESS}" is '
-                    f"(set by annotation {c.DEPLOYMENT_MODE_ANNOTATION} or config key deploy)",
-                )
-            await self._reconcile_components(isvc, config)
-            await self._reconcile_ingress(isvc, config)
-            await ensure_model_config(self.client, self.cache, isvc)
-            explain_not_ready(status, list(isvc.spec.components()))
-        except SpecProblem as problem:
-            status.conditions_manager().mark_false(problem.condition, problem.reason, problem.message)
-            self.recorder.event(obj, "Warning", problem.reason, problem.message)
-        except ApiError as exc:
-            self.recorder.event(obj, "Warning", c.EVENT_INTERNAL_ERROR, str(exc))
-            await self._write_status(isvc, before, was_ready)
-            raise
+        config = self._config()
+        backend = self._backend(isvc, config)
+        await ensure_model_config(self.client, self.cache, isvc)
+        await self._reconcile_components(isvc, config, backend)
+        await self._reconcile_ingress(isvc, config, backend)
+        explain_not_ready(status, list(isvc.spec.components()))
         status.observed_generation = isvc.generation
-        await self._write_status(isvc, before, was_ready)
-        return Result()
+        return None
+
+    def mark_problem(self, obj: InferenceService, condition: str, problem: UserProblem) -> None:
+        status = obj.status
+        status.conditions_manager().mark_false(condition, problem.reason, problem.message)
+        hold_ingress_for(status, condition)
+        status.observed_generation = obj.generation
+
+    def status_updated(self, obj: InferenceService, previous: Object, current: Object) -> None:
+        was_ready = InferenceServiceStatus.from_object(previous).is_ready()
+        is_ready = obj.status.is_ready()
+        involved = obj.to_object()
+        if was_ready and not is_ready:
+            message = f"InferenceService [{obj.name}] is no longer Ready"
+            self.recorder.event(involved, WARNING, c.EVENT_INFERENCE_SERVICE_NOT_READY, message)
+        elif is_ready and not was_ready:
+            message = f"InferenceService [{obj.name}] is Ready"
+            self.recorder.event(involved, NORMAL, c.EVENT_INFERENCE_SERVICE_READY, message)
+
+    def update_failed_message(
+        self, obj: InferenceService, previous: Object, desired: Object, error: ApiError
+    ) -> str:
+        return f'Failed to update status for InferenceService "{obj.name}": {error}'
+
+    async def finalize_kind(self, obj: InferenceService) -> None:
+        await self._delete_trained_models(obj)
 
     # -- configuration ------------------------------------------------------------------------------
 
     def _config(self) -> InferenceServicesConfig:
         configmap = self.cache.get(CONFIGMAPS, c.INFERENCE_SERVICE_CONFIGMAP, self.config_namespace)
         if configmap is None:
-            raise SpecProblem(
-                c.PREDICTOR_READY,
+            raise UserProblem(
                 REASON_CONFIG_MISSING,
                 f"ConfigMap {self.config_namespace}/{c.INFERENCE_SERVICE_CONFIGMAP} not found",
+                condition=c.PREDICTOR_READY,
             )
         return InferenceServicesConfig.from_configmap(configmap.get("data") or {})
 
+    def _backend(self, isvc: InferenceService, config: InferenceServicesConfig) -> DeploymentBackend:
+        """The backend of the annotation's mode when it names one, else of the `deploy` key's (read only
+        then)."""
+        mode = isvc.annotated_deployment_mode()
+        if mode is None:
+            try:
+                mode = config.deploy().default_deployment_mode
+            except ConfigError as exc:
+                raise UserProblem(REASON_INVALID_CONFIG, str(exc), condition=c.PREDICTOR_READY) from exc
+        backend = self.backends.get(mode)
+        if backend is None:
+            supported = ", ".join(f'"{m}"' for m in self.backends)
+            raise UserProblem(
+                REASON_UNSUPPORTED_MODE,
+                f'deployment mode "{mode}" is not supported by this controller; only {supported} is '
+                f"(set by annotation {c.DEPLOYMENT_MODE_ANNOTATION} or config key deploy)",
+                condition=c.PREDICTOR_READY,
+            )
+        return backend
+
     # -- components ---------------------------------------------------------------------------------
 
-    async def _reconcile_components(self, isvc: InferenceService, config: InferenceServicesConfig) -> None:
+    async def _reconcile_components(
+        self, isvc: InferenceService, config: InferenceServicesConfig, backend: DeploymentBackend
+    ) -> None:
         status = isvc.status
         wanted = isvc.spec.components()
-        try:
-            explainers = config.explainers()
-        except ConfigError as exc:
-            raise SpecProblem(c.PREDICTOR_READY, REASON_INVALID_CONFIG, str(exc)) from exc
+        existing = backend.existing_names(isvc)
         for component in c.COMPONENTS:
             if component not in wanted:
-                await self.knative.delete(isvc, component)
+                await backend.remove_component(isvc, component)
                 if component in status.components:
                     status.remove_component(component)
                 continue
+            condition = c.READY_CONDITIONS[component]
             try:
-                ksvc_status = await self.knative.reconcile(isvc, component, explainers_config=explainers)
+                built = self.components.build(isvc, component, config=config, existing_names=existing)
+                await backend.apply_component(isvc, built)
             except ComponentSpecError as exc:
                 if exc.model_failure_message is not None:
                     # KServe's modelStatus for a runtime that cannot serve the model.
                     failure = FailureInfo(reason=exc.reason, message=exc.model_failure_message)
                     status.update_model_transition_status(c.TRANSITION_INVALID_SPEC, failure)
-                raise SpecProblem(c.READY_CONDITIONS[component], exc.reason, exc.message) from exc
-            parsed = KnativeServiceStatus.from_object(ksvc_status) if ksvc_status else None
-            status.propagate_status(component, parsed)
-        present = [comp for comp in c.COMPONENTS if comp in wanted]
-        status.propagate_cross_component_status(present, c.ROUTES_READY)
-        status.propagate_cross_component_status(present, c.LATEST_DEPLOYMENT_READY)
-        predictor = status.components.get(c.PREDICTOR)
-        if predictor is not None and self.pods is not None:
-            status.propagate_model_status(predictor, self._revision_pods(predictor.latest_created_revision))
-
-    def _revision_pods(self, revision: str | None) -> Sequence[Object]:
-        if not revision or self.pods is None:
-            return []
-        return self.pods.store.by_index(LABEL_INDEX, f"{REVISION_LABEL}={revision}")
+                raise UserProblem(exc.reason, exc.message, condition=condition) from exc
+            except NotControlled as exc:
+                raise UserProblem(exc.reason, exc.message, condition=condition) from exc
+        backend.propagate(isvc, [comp for comp in c.COMPONENTS if comp in wanted])
 
     # -- ingress ------------------------------------------------------------------------------------
 
-    async def _reconcile_ingress(self, isvc: InferenceService, config: InferenceServicesConfig) -> None:
+    @staticmethod
+    async def _reconcile_ingress(
+        isvc: InferenceService, config: InferenceServicesConfig, backend: DeploymentBackend
+    ) -> None:
         try:
-            ingress = config.ingress()
-            await self.ingress.reconcile(isvc, ingress)
+            await backend.reconcile_ingress(isvc, config.ingress())
         except (ConfigError, IngressConfigError) as exc:
-            raise SpecProblem(c.INGRESS_READY, REASON_INVALID_CONFIG, str(exc)) from exc
+            raise UserProblem(REASON_INVALID_CONFIG, str(exc), condition=c.INGRESS_READY) from exc
+        except NotControlled as exc:
+            raise UserProblem(exc.reason, exc.message, condition=c.INGRESS_READY) from exc
+        except ApiError as exc:
+            if exc.status not in (400, 422):
+                raise
+            # What the API server refuses here was built from the `ingress` key (e.g. no gateway service).
+            message = f'{exc.message} (built from key "ingress" of {c.INFERENCE_SERVICE_CONFIGMAP})'
+            raise UserProblem(REASON_INVALID_CONFIG, message, condition=c.INGRESS_READY) from exc
 
-    # -- finalizer ----------------------------------------------------------------------------------
-
-    async def _patch_finalizers(self, isvc: InferenceService, finalizers: list[str]) -> Object:
-        """Set the finalizers, guarded by the resourceVersion this pass read."""
-        patch = {
-            "metadata": {"finalizers": finalizers, "resourceVersion": isvc.metadata.get("resourceVersion")}
-        }
-        return await self.client.patch(INFERENCE_SERVICES, isvc.name, patch, isvc.namespace)
-
-    async def _add_finalizer(self, isvc: InferenceService) -> None:
-        finalizers = [*isvc.finalizers, c.INFERENCE_SERVICE_FINALIZER]
-        written = await self._patch_finalizers(isvc, finalizers)
-        # The status write later in this pass must carry the new resourceVersion, or it always conflicts.
-        isvc.metadata["resourceVersion"] = written["metadata"]["resourceVersion"]
-        isvc.metadata["finalizers"] = finalizers
-
-    async def _finalize(self, isvc: InferenceService) -> None:
-        if c.INFERENCE_SERVICE_FINALIZER not in isvc.finalizers:
-            return
-        await self._delete_trained_models(isvc)
-        finalizers = [f for f in isvc.finalizers if f != c.INFERENCE_SERVICE_FINALIZER]
-        try:
-            await self._patch_finalizers(isvc, finalizers)
-        except NotFound:
-            return
+    # -- deletion -----------------------------------------------------------------------------------
 
     async def _delete_trained_models(self, isvc: InferenceService) -> None:
         selector = f"{c.TRAINED_MODEL_ISVC_LABEL}={isvc.name}"
@@ -232,52 +224,49 @@ class InferenceServiceReconciler:
                 # KServe only logs these; the TrainedModel controller also deletes orphans.
                 log.warning("deleting TrainedModel %s/%s failed: %s", isvc.namespace, name, exc)
 
-    # -- status -------------------------------------------------------------------------------------
 
-    async def _write_status(self, isvc: InferenceService, before: Any, was_ready: bool) -> None:
-        """Write status when it changed; on a conflict re-read the object and try again."""
-        desired = isvc.status
-        if _comparable(desired) == before:
-            return
-        status_obj = desired.to_object()
-        live: Object | None = None
-        for attempt in range(STATUS_UPDATE_ATTEMPTS):
-            if attempt:
-                try:
-                    live = await self.client.get(INFERENCE_SERVICES, isvc.name, isvc.namespace)
-                except NotFound:
-                    return
-                live_status = InferenceServiceStatus.from_object(live.get("status") or {})
-                if _comparable(live_status) == _comparable(desired):
-                    return
-                was_ready = live_status.is_ready()
-                target = live
-            else:
-                target = isvc.to_object()
-            target = copy.deepcopy(target)
-            target["status"] = status_obj
-            try:
-                await self.client.replace_status(INFERENCE_SERVICES, target)
-            except Conflict:
-                await asyncio.sleep(0.01 * (attempt + 1))
-                continue
-            except NotFound:
-                return
-            except ApiError as exc:
-                message = f'Failed to update status for InferenceService "{isvc.name}": {exc}'
-                self.recorder.event(isvc.to_object(), "Warning", c.EVENT_UPDATE_FAILED, message)
-                raise
-            self._transition_event(isvc, was_ready, desired.is_ready())
-            return
-        raise Conflict(409, "Conflict", f"status of {isvc.namespace}/{isvc.name} kept conflicting")
+def inferenceservice_reconciler(
+    client: Client,
+    cache: Cache,
+    recorder: Recorder,
+    *,
+    config_namespace: str,
+    pods: Informer | None = None,
+) -> KindReconciler[InferenceService]:
+    """The InferenceService reconciler: the skeleton around `InferenceServiceKind` with its backends."""
+    kind = InferenceServiceKind(
+        client,
+        cache,
+        recorder,
+        config_namespace=config_namespace,
+        backends=[ServerlessBackend(client, cache, pods=pods)],
+    )
+    return KindReconciler(
+        kind,
+        resource=INFERENCE_SERVICES,
+        client=client,
+        cache=cache,
+        recorder=recorder,
+        finalizer=c.INFERENCE_SERVICE_FINALIZER,
+        internal_error_events=True,
+    )
 
-    def _transition_event(self, isvc: InferenceService, was_ready: bool, is_ready: bool) -> None:
-        if was_ready and not is_ready:
-            message = f"InferenceService [{isvc.name}] is no longer Ready"
-            self.recorder.event(isvc.to_object(), "Warning", c.EVENT_INFERENCE_SERVICE_NOT_READY, message)
-        elif is_ready and not was_ready:
-            message = f"InferenceService [{isvc.name}] is Ready"
-            self.recorder.event(isvc.to_object(), "Normal", c.EVENT_INFERENCE_SERVICE_READY, message)
+
+_SECONDARY_COMPONENTS = {c.READY_CONDITIONS[comp]: comp for comp in (c.TRANSFORMER, c.EXPLAINER)}
+
+
+def hold_ingress_for(status: InferenceServiceStatus, condition_type: str) -> None:
+    """A transformer or explainer that cannot be built holds the ingress back, as a not-Ready one does.
+
+    Ready depends only on the predictor and the ingress; KServe's ingress waits for every component with
+    IngressReady False "<Component> ingress not created". The same gate applies here, and Ready then carries
+    the component's own reason.
+    """
+    component = _SECONDARY_COMPONENTS.get(condition_type)
+    if component is None:
+        return
+    status.conditions_manager().mark_false(c.INGRESS_READY, c.INGRESS_NOT_CREATED_REASONS[component], "")
+    explain_not_ready(status, [component])
 
 
 def explain_not_ready(status: InferenceServiceStatus, components: Sequence[str]) -> None:
@@ -300,14 +289,3 @@ def explain_not_ready(status: InferenceServiceStatus, components: Sequence[str])
             )
             status.conditions_manager().set(explained)
             return
-
-
-def _comparable(status: InferenceServiceStatus) -> Any:
-    """The status with what semantic equality ignores (lastTransitionTime, condition order) removed."""
-    obj = status.to_object()
-    conditions = obj.get("conditions") or []
-    obj["conditions"] = sorted(
-        ({k: v for k, v in cond.items() if k != "lastTransitionTime"} for cond in conditions),
-        key=lambda cond: str(cond.get("type")),
-    )
-    return obj

@@ -8,10 +8,10 @@ side upserts and removes one `{modelName, modelSpec}` entry per TrainedModel.
 
 Because several TrainedModels of one InferenceService edit the same file, every write is a read-modify-write
 with optimistic concurrency (PUT carrying the resourceVersion); a conflict re-reads the ConfigMap and
-recomputes. Reads go to the API server rather than the cache: a lagging cache could hide an entry that was
-just added, and a removal that misses it would leave a model loaded forever. Where KServe rewrites the file
-on every reconcile and emits entries in Go map order, this module keeps the existing order, appends new
-entries, and writes only when the content changes, so a steady state makes no writes.
+recomputes (`manager.retry`). Reads go to the API server rather than the cache: a lagging cache could hide
+an entry that was just added, and a removal that misses it would leave a model loaded forever. Where KServe
+rewrites the file on every reconcile and emits entries in Go map order, this module keeps the existing
+order, appends new entries, and writes only when the content changes, so a steady state makes no writes.
 
 The ConfigMap is created with a plain create, not server-side apply: applying `models.json: "[]"` again would
 claim the field and wipe the entries the TrainedModel controller wrote.
@@ -29,7 +29,8 @@ from apis.inferenceservice import InferenceService, PredictorSpec
 from apis.trainedmodel import TrainedModel
 from manager.cache import Cache
 from manager.client import CONFIGMAPS, Client, Object
-from manager.errors import AlreadyExists, Conflict, NotFound
+from manager.errors import AlreadyExists, NotFound
+from manager.retry import retry_on_conflict
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ MULTI_MODEL_SERVER_ENV = "MULTI_MODEL_SERVER"
 """A custom predictor container declares itself multi-model with this env var set to "true"."""
 DEFAULT_SHARD = 0
 """KServe's memory sharding strategy always assigns shard 0."""
-WRITE_ATTEMPTS = 5
 
 _Change = Callable[[str | None, str], str | None]
 """(current models.json, where) -> the new models.json, or None when nothing changes."""
@@ -119,11 +119,14 @@ def upsert_model(text: str | None, entry: dict[str, Any], *, where: str = MODELS
 
 
 def remove_model(text: str | None, name: str, *, where: str = MODELS_JSON) -> str | None:
-    """The new `models.json` without the entry named `name`, or None when there is no such entry."""
+    """The new `models.json` without the entry named `name`, or None when there is no such entry.
+
+    An empty or absent `models.json` becomes `[]`, as KServe writes it on a removal.
+    """
     entries = parse_models(text, where=where)
     kept = [e for e in entries if _name(e) != name]
     if len(kept) == len(entries):
-        return None
+        return encode_models(kept) if text is None or not text.strip() else None
     return encode_models(kept)
 
 
@@ -190,7 +193,8 @@ class ModelConfigReconciler:
     async def _edit(self, tm: TrainedModel, change: _Change) -> bool:
         name = model_config_name(tm.spec.inference_service)
         where = f"ConfigMap {tm.namespace}/{name}"
-        for attempt in range(WRITE_ATTEMPTS):
+
+        async def attempt(_: int) -> bool:
             try:
                 configmap = await self.client.get(CONFIGMAPS, name, tm.namespace)
             except NotFound:
@@ -202,12 +206,9 @@ class ModelConfigReconciler:
             configmap["data"] = {**data, MODELS_JSON: updated}
             try:
                 await self.client.replace(CONFIGMAPS, configmap)
-            except Conflict:
-                if attempt == WRITE_ATTEMPTS - 1:
-                    raise
-                continue
             except NotFound:
                 raise ModelConfigMissing(f"{where} does not exist") from None
             log.info("updated %s for TrainedModel %s", where, tm.name)
             return True
-        return False
+
+        return await retry_on_conflict(attempt)

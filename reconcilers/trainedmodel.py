@@ -1,27 +1,30 @@
 """The TrainedModel reconcile: one model loaded into a multi-model InferenceService.
 
-KServe v0.11's order (§6 of the behaviour reference), level-based:
+`TrainedModelKind` is the domain half of a `manager.kindreconciler.KindReconciler`, which reads the
+object from the cache, keeps the finalizer `trainedmodel.finalizer`, writes the status once per reconcile
+when it changed, and reports problems. KServe v0.11's order (§6 of the behaviour reference), level-based:
 
-1. read the TrainedModel from the cache (gone: nothing to do);
-2. being deleted: remove its entry from `models.json`, then the finalizer `trainedmodel.finalizer`;
-3. the parent `spec.inferenceService` no longer exists: delete the TrainedModel;
-4. persist the label `inferenceservice=<isvc>` and the finalizer (one metadata patch);
-5. conditions InferenceServiceReady, IsMMSPredictor, MemoryResourceAvailable (Ready follows them); when the
+1. being deleted: remove its entry from `models.json` (then the skeleton removes the finalizer);
+2. the parent `spec.inferenceService` no longer exists: delete the TrainedModel;
+3. persist the label `inferenceservice=<isvc>`;
+4. conditions InferenceServiceReady, IsMMSPredictor, MemoryResourceAvailable (Ready follows them); when the
    memory fits, label the model `serving.kserve.io/trainedmodel-allocated=<isvc>`;
-6. once every condition is True, `status.url` / `status.address.url` = the parent's + the predict path;
-7. once every condition is True, upsert the `{modelName, modelSpec}` entry of `models.json`.
+5. once every condition is True, `status.url` / `status.address.url` = the parent's + the predict path;
+6. once every condition is True, upsert the `{modelName, modelSpec}` entry of `models.json`.
 
 Where this differs from KServe, on purpose:
 
-* Status is written once per reconcile and only when it changed; a conflict re-reads the object and
-  recomputes, never re-sends a stale copy. Metadata patches carry the resourceVersion and do the same.
+* Status is written once per reconcile and only when it changed; a conflict re-reads the object, never
+  re-sends a stale copy. Metadata patches carry the resourceVersion and do the same.
 * A False condition is not an error: KServe returns one so the key re-queues with backoff until the parent
   is Ready, which is a slow busy loop per model. Here every input of the decision is watched (the parent
   InferenceService re-queues its TrainedModels through the `inferenceservice` label; a TrainedModel change
   re-queues its unallocated siblings, whose memory may now fit), so the reconcile returns and waits.
 * Bad input is a False condition with a precise reason plus one Warning event, and no retry until the
   object changes: no parent named (`InferenceServiceNotSpecified`), a memory that is not a quantity
-  (`InvalidMemory`, `InvalidPredictorMemoryLimit`), an unreadable parent (`InvalidInferenceService`).
+  (`InvalidMemory`, `InvalidPredictorMemoryLimit`), an unreadable parent (`InvalidInferenceService`). A
+  `models.json` that is not a JSON array is one Warning event while it lasts, and looked at again every
+  `MODEL_CONFIG_RETRY` seconds (ConfigMaps are not watched).
 * A parent missing from the cache is confirmed with a GET before its TrainedModel is deleted (a lagging
   cache must not delete a user's object), and a TrainedModel whose parent is already gone still loses its
   finalizer (KServe leaves it stuck in Terminating).
@@ -37,7 +40,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from apis import constants as c
 from apis import trainedmodel as tmapi
@@ -50,8 +53,10 @@ from apis.trainedmodel import TrainedModel, TrainedModelStatus, predict_path
 from manager.cache import Cache
 from manager.client import Client, Object
 from manager.errors import ApiError, Conflict, NotFound
-from manager.events import WARNING, EventRecorder
-from manager.reconcile import Request, Result
+from manager.events import WARNING
+from manager.kindreconciler import Kind, KindReconciler, Recorder, UserProblem
+from manager.reconcile import Result
+from manager.retry import retry_on_conflict
 from reconcilers.modelconfig import (
     ModelConfigError,
     ModelConfigMissing,
@@ -61,8 +66,7 @@ from reconcilers.modelconfig import (
 
 log = logging.getLogger(__name__)
 
-WRITE_ATTEMPTS = 5
-MODEL_CONFIG_RETRY = 10.0
+MODEL_CONFIG_RETRY: Final = 10.0
 """Seconds before retrying when the model ConfigMap is missing or unreadable (ConfigMaps are not watched)."""
 
 # KServe's condition messages (kept verbatim: users search for them).
@@ -109,12 +113,6 @@ class Assessment:
         """Every one of the three conditions is True (the model may be served)."""
         types = {m.type for m in self.marks if m.ok}
         return types >= set(tmapi.TRAINED_MODEL_CONDITIONS.dependents)
-
-    @classmethod
-    def problem(cls, condition: str, reason: str, message: str) -> Assessment:
-        """Bad input: one False condition, reported as a Warning event too."""
-        mark = Mark(condition, False, reason, message)
-        return cls((mark,), problems=(mark,))
 
 
 def memory_bytes(value: str | int | float | None) -> Decimal:
@@ -252,14 +250,14 @@ def desired_status(
 # --- The reconciler -------------------------------------------------------------------------------
 
 
-class TrainedModelReconciler:
-    """Converges one TrainedModel: its labels and finalizer, conditions, URLs and `models.json` entry."""
+class TrainedModelKind(Kind[TrainedModel]):
+    """Converges one TrainedModel: its labels, conditions, URLs and `models.json` entry."""
 
     def __init__(
         self,
         client: Client,
         cache: Cache,
-        recorder: EventRecorder,
+        recorder: Recorder,
         *,
         model_config: ModelConfigReconciler | None = None,
     ) -> None:
@@ -271,51 +269,68 @@ class TrainedModelReconciler:
             weakref.WeakValueDictionary()
         )
 
-    async def reconcile(self, request: Request) -> Result:
-        obj = self.cache.get(TRAINED_MODELS, request.name, request.namespace)
-        if obj is None:
-            return Result()
+    def parse(self, obj: Object) -> TrainedModel:
         try:
-            tm = TrainedModel.from_object(obj)
+            return TrainedModel.from_object(obj)
         except InvalidObjectError as exc:
-            self.recorder.event(obj, WARNING, REASON_INVALID_SPEC, str(exc))
-            return Result()
-        if tm.is_deleting:
-            await self._finalize(tm)
-            return Result()
+            raise UserProblem(REASON_INVALID_SPEC, str(exc)) from None
+
+    def object_of(self, obj: TrainedModel) -> Object:
+        return obj.to_object()
+
+    def status_of(self, obj: TrainedModel) -> Object:
+        return obj.status.to_object()
+
+    async def reconcile_kind(self, obj: TrainedModel) -> Result | None:
+        tm = obj
         parent = tm.spec.inference_service
         if not parent:
             message = "spec.inferenceService is empty: a TrainedModel must name its InferenceService"
-            await self._write_status(
-                tm, Assessment.problem(tmapi.INFERENCE_SERVICE_READY, REASON_NOT_SPECIFIED, message)
-            )
-            return Result()
+            raise UserProblem(REASON_NOT_SPECIFIED, message, condition=tmapi.INFERENCE_SERVICE_READY)
         isvc_obj = await self._parent(tm.namespace, parent)
         if isvc_obj is None:
             await self._delete_orphan(tm)
-            return Result()
+            return None
         try:
             isvc = InferenceService.from_object(isvc_obj)
         except InvalidObjectError as exc:
-            problem = Assessment.problem(tmapi.INFERENCE_SERVICE_READY, REASON_INVALID_ISVC, str(exc))
-            await self._write_status(tm, problem)
-            return Result()
-        labelled = await self._converge_metadata(tm, lambda t: _owned_metadata(t, parent))
-        if labelled is None:
-            return Result()
-        tm = labelled
+            raise UserProblem(
+                REASON_INVALID_ISVC, str(exc), condition=tmapi.INFERENCE_SERVICE_READY
+            ) from None
+        if not await self._patch_metadata(tm, lambda t: _parent_label(t, parent)):
+            return None
         async with self._lock(tm.namespace, parent):
             allocated = await self._allocated(tm, parent)
             assessment = assess(tm, isvc, allocated)
-            if assessment.allocate:
-                allocated_tm = await self._converge_metadata(tm, lambda t: _allocation(t, parent))
-                if allocated_tm is None:
-                    return Result()
-                tm = allocated_tm
-        await self._write_status(tm, assessment, isvc)
+            if assessment.allocate and not await self._patch_metadata(tm, lambda t: _allocation(t, parent)):
+                return None
+        tm.status = desired_status(tm.status, assessment, isvc, tm.name)
+        if assessment.problems:
+            mark = assessment.problems[0]
+            raise UserProblem(mark.reason, mark.message, condition=mark.type)
         if not assessment.ready:
-            return Result()
+            return None
         return await self._upsert_model(tm)
+
+    def mark_problem(self, obj: TrainedModel, condition: str, problem: UserProblem) -> None:
+        obj.status.conditions_manager().mark_false(condition, problem.reason, problem.message)
+
+    def update_failed_message(
+        self, obj: TrainedModel, previous: Object, desired: Object, error: ApiError
+    ) -> str:
+        if previous.get("conditions") != desired.get("conditions"):
+            return f"Failed to update conditions for TrainedModel: {error}"
+        return f'Failed to update status for TrainedModel "{obj.name}": {error}'
+
+    async def finalize_kind(self, obj: TrainedModel) -> None:
+        """Take the model out of `models.json` (then the skeleton releases the finalizer)."""
+        if not obj.spec.inference_service:
+            return
+        try:
+            await self.model_config.remove(obj)
+        except ModelConfigError as exc:
+            # An unreadable file lists nothing to remove; blocking the deletion would not repair it.
+            self.recorder.event(obj.to_object(), WARNING, REASON_INVALID_MODEL_CONFIG, str(exc))
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -369,77 +384,29 @@ class TrainedModelReconciler:
 
     # -- writes -------------------------------------------------------------------------------------
 
-    async def _converge_metadata(
+    async def _patch_metadata(
         self, tm: TrainedModel, wanted: Callable[[TrainedModel], dict[str, Any] | None]
-    ) -> TrainedModel | None:
+    ) -> bool:
         """Merge-patch the metadata `wanted` asks for, guarded by the resourceVersion; re-read on conflict.
 
-        Returns the object as written (or unchanged), or None when it is gone.
+        `tm.metadata` becomes what was written; False when the TrainedModel is gone.
         """
-        current = tm
-        for attempt in range(WRITE_ATTEMPTS):
-            metadata = wanted(current)
+
+        async def attempt(n: int) -> None:
+            if n:
+                tm.metadata = (await self.client.get(TRAINED_MODELS, tm.name, tm.namespace))["metadata"]
+            metadata = wanted(tm)
             if metadata is None:
-                return current
-            metadata["resourceVersion"] = current.metadata.get("resourceVersion")
-            try:
-                written = await self.client.patch(
-                    TRAINED_MODELS, current.name, {"metadata": metadata}, current.namespace
-                )
-            except NotFound:
-                return None
-            except Conflict:
-                if attempt == WRITE_ATTEMPTS - 1:
-                    raise
-                fresh = await self._read_live(current)
-                if fresh is None:
-                    return None
-                current = fresh
-                continue
-            return TrainedModel.from_object(written)
-        return current
+                return
+            metadata["resourceVersion"] = tm.metadata.get("resourceVersion")
+            written = await self.client.patch(TRAINED_MODELS, tm.name, {"metadata": metadata}, tm.namespace)
+            tm.metadata = written["metadata"]
 
-    async def _read_live(self, tm: TrainedModel) -> TrainedModel | None:
         try:
-            return TrainedModel.from_object(await self.client.get(TRAINED_MODELS, tm.name, tm.namespace))
+            await retry_on_conflict(attempt)
         except NotFound:
-            return None
-
-    async def _write_status(
-        self, tm: TrainedModel, assessment: Assessment, isvc: InferenceService | None = None
-    ) -> None:
-        """Write the status when it differs from the live one; every retry recomputes from a fresh read."""
-        current = tm
-        for attempt in range(WRITE_ATTEMPTS):
-            desired = desired_status(current.status, assessment, isvc, current.name)
-            before = current.status.to_object()
-            after = desired.to_object()
-            if after == before:
-                return
-            body = current.to_object()
-            body["status"] = after
-            try:
-                await self.client.replace_status(TRAINED_MODELS, body)
-            except NotFound:
-                return
-            except Conflict:
-                if attempt == WRITE_ATTEMPTS - 1:
-                    raise
-                fresh = await self._read_live(current)
-                if fresh is None:
-                    return
-                current = fresh
-                continue
-            except ApiError as exc:
-                if before.get("conditions") != after.get("conditions"):
-                    message = f"Failed to update conditions for TrainedModel: {exc}"
-                else:
-                    message = f'Failed to update status for TrainedModel "{current.name}": {exc}'
-                self.recorder.event(body, WARNING, c.EVENT_UPDATE_FAILED, message)
-                raise
-            for mark in assessment.problems:
-                self.recorder.event(body, WARNING, mark.reason, mark.message)
-            return
+            return False
+        return True
 
     async def _upsert_model(self, tm: TrainedModel) -> Result:
         try:
@@ -448,21 +415,10 @@ class TrainedModelReconciler:
             log.info("%s; retrying in %.0fs", exc, MODEL_CONFIG_RETRY)
             return Result(requeue_after=MODEL_CONFIG_RETRY)
         except ModelConfigError as exc:
-            self.recorder.event(tm.to_object(), WARNING, REASON_INVALID_MODEL_CONFIG, str(exc))
-            return Result(requeue_after=MODEL_CONFIG_RETRY)
+            raise UserProblem(
+                REASON_INVALID_MODEL_CONFIG, str(exc), requeue_after=MODEL_CONFIG_RETRY
+            ) from None
         return Result()
-
-    async def _finalize(self, tm: TrainedModel) -> None:
-        """Take the model out of `models.json`, then release the finalizer."""
-        if FINALIZER not in tm.finalizers:
-            return
-        if tm.spec.inference_service:
-            try:
-                await self.model_config.remove(tm)
-            except ModelConfigError as exc:
-                # An unreadable file lists nothing to remove; blocking the deletion would not repair it.
-                self.recorder.event(tm.to_object(), WARNING, REASON_INVALID_MODEL_CONFIG, str(exc))
-        await self._converge_metadata(tm, _without_finalizer)
 
     async def _delete_orphan(self, tm: TrainedModel) -> None:
         log.info(
@@ -477,23 +433,26 @@ class TrainedModelReconciler:
             return
 
 
-def _owned_metadata(tm: TrainedModel, parent: str) -> dict[str, Any] | None:
-    """The parent label and the finalizer, when either is missing."""
-    metadata: dict[str, Any] = {}
-    if tm.labels.get(ISVC_LABEL) != parent:
-        metadata["labels"] = {ISVC_LABEL: parent}
-    if FINALIZER not in tm.finalizers:
-        metadata["finalizers"] = [*tm.finalizers, FINALIZER]
-    return metadata or None
+def trainedmodel_reconciler(client: Client, cache: Cache, recorder: Recorder) -> KindReconciler[TrainedModel]:
+    """The TrainedModel reconciler: the skeleton around `TrainedModelKind`."""
+    return KindReconciler(
+        TrainedModelKind(client, cache, recorder),
+        resource=TRAINED_MODELS,
+        client=client,
+        cache=cache,
+        recorder=recorder,
+        finalizer=FINALIZER,
+    )
+
+
+def _parent_label(tm: TrainedModel, parent: str) -> dict[str, Any] | None:
+    """The parent label, when it is missing or names another InferenceService."""
+    if tm.labels.get(ISVC_LABEL) == parent:
+        return None
+    return {"labels": {ISVC_LABEL: parent}}
 
 
 def _allocation(tm: TrainedModel, parent: str) -> dict[str, Any] | None:
     if is_allocated(tm, parent):
         return None
     return {"labels": {ALLOCATED_LABEL: parent}}
-
-
-def _without_finalizer(tm: TrainedModel) -> dict[str, Any] | None:
-    if FINALIZER not in tm.finalizers:
-        return None
-    return {"finalizers": [f for f in tm.finalizers if f != FINALIZER]}

@@ -32,7 +32,9 @@ Modelled (the module named in brackets holds the facts and their Knative sources
 * Status [lifecycle]: observedGeneration, latestCreated/latestReadyRevisionName, url
   (`http://<name>.<ns>.<domain>`, or `.svc.cluster.local` with the cluster-local visibility label),
   address, traffic with tag URLs, conditions with Knative's reasons and messages; written only when it
-  changes, and nothing else is written in a steady state.
+  changes, and nothing else is written in a steady state. Like Knative's generated reconcilers, the double
+  runs in the kind-reconciler skeleton (`manager.kindreconciler`), which reads the Service from the cache and
+  writes its status, re-reading it on a conflict.
 * Test switches: the annotation `FAIL_REVISION_ANNOTATION` (`"<reason>: <message>"`) on the Service or its
   template, or `fail_new_revisions()`, fails the next revision without deploying it; a Deployment the API
   server refuses is reported as Knative reports a refused Revision (`Revision creation failed ...`).
@@ -47,6 +49,7 @@ other than the default, TLS, and config maps other than config-deployment.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import logging
 import re
@@ -89,6 +92,7 @@ from e2e.knative_double.revision import (
 from manager.cache import Cache
 from manager.client import CONFIGMAPS, PODS, SERVICES, Client, Object, PatchType, Resource
 from manager.errors import AlreadyExists, ApiError, Conflict, Invalid, NotFound
+from manager.kindreconciler import Kind, KindReconciler
 from manager.manager import Manager
 from manager.reconcile import Request, Result
 from reconcilers.apply import is_subset
@@ -121,7 +125,7 @@ class _NamespaceTerminating(Exception):
     """The Service's namespace is being deleted: leave it to the namespace controller."""
 
 
-class KnativeServingDouble:
+class KnativeServingDouble(Kind[Object]):
     """Reconciles Knative Services as Knative Serving would (see the module docstring)."""
 
     def __init__(
@@ -144,7 +148,9 @@ class KnativeServingDouble:
         self.queue_proxy_image = queue_proxy_image
         self.revision_readiness: Readiness = revision_readiness
         self.status_writes = 0
+        """Status writes that succeeded."""
         self.reconciles = 0
+        """Reconciles so far, of Services that exist, are being deleted or are gone."""
         self._failure: Failure | None = None
         self._histories: dict[tuple[str, str], History] = {}
         self._config = DeploymentConfig(queue_proxy_image)
@@ -190,26 +196,41 @@ class KnativeServingDouble:
             return []
         return [Request(namespace, name) for namespace, name in self.cache.keys(KSVC)]
 
-    async def reconcile(self, request: Request) -> Result:
-        key = (request.namespace, request.name)
+    def parse(self, obj: Object) -> Object:
+        return obj
+
+    def object_of(self, obj: Object) -> Object:
+        return {**obj, "apiVersion": KSVC.api_version, "kind": KSVC.kind}
+
+    def status_of(self, obj: Object) -> Object:
+        return copy.deepcopy(obj.get("status") or {})
+
+    async def reconcile_kind(self, obj: Object) -> Result | None:
+        meta = obj["metadata"]
+        key = (str(meta["namespace"]), str(meta["name"]))
+        self.reconciles += 1
+        history = self._history(obj)
         try:
-            ksvc = self.cache.get(KSVC, request.name, request.namespace)
-            if ksvc is None or (ksvc.get("metadata") or {}).get("deletionTimestamp"):
-                self._histories.pop(key, None)
-                return Result()
-            history = self._history(ksvc)
-            try:
-                recheck = await self._converge(ksvc, history)
-            except Conflict:
-                self._histories.pop(key, None)  # re-read the persisted history on the retry
-                raise
-            except _NamespaceTerminating as exc:
-                log.debug("namespace of %s/%s is terminating: %s", request.namespace, request.name, exc)
-                self._histories.pop(key, None)
-                return Result()
-            return Result(requeue_after=recheck)
-        finally:
-            self.reconciles += 1
+            recheck = await self._converge(obj, history)
+        except Conflict:
+            self._histories.pop(key, None)  # re-read the persisted history on the retry
+            raise
+        except _NamespaceTerminating as exc:
+            log.debug("namespace of %s/%s is terminating: %s", key[0], key[1], exc)
+            self._histories.pop(key, None)
+            return None
+        return Result(requeue_after=recheck)
+
+    async def finalize_kind(self, obj: Object) -> None:
+        self.reconciles += 1
+        self._histories.pop((str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])), None)
+
+    async def observe_deletion(self, request: Request) -> None:
+        self.reconciles += 1
+        self._histories.pop((request.namespace, request.name), None)
+
+    def status_updated(self, obj: Object, previous: Object, current: Object) -> None:
+        self.status_writes += 1
 
     def _history(self, ksvc: Object) -> History:
         meta = ksvc["metadata"]
@@ -252,7 +273,7 @@ class KnativeServingDouble:
         for revision in dropped:
             await self._collect(ksvc, revision)
         await self._save(ksvc, history)
-        await self._write_status(ksvc, history, now)
+        ksvc["status"] = desired_status(ksvc, history, self.domain, now)
         return min(rechecks) if rechecks else None
 
     def _new_revision(
@@ -442,18 +463,6 @@ class KnativeServingDouble:
         history.configmap_version = str(saved["metadata"].get("resourceVersion") or "")
         history.saved = encoded
 
-    async def _write_status(self, ksvc: Object, history: History, now: str) -> None:
-        version = ksvc["metadata"].get("resourceVersion")
-        if version is not None and version == history.stale_version:
-            return  # the cache has not seen our last write yet; its watch event re-queues this Service
-        status = desired_status(ksvc, history, self.domain, now)
-        if status == (ksvc.get("status") or {}):
-            return
-        body = dict(ksvc, apiVersion=KSVC.api_version, kind=KSVC.kind, status=status)
-        await self.client.replace_status(KSVC, body)
-        history.stale_version = version
-        self.status_writes += 1
-
 
 def install(
     manager: Manager,
@@ -488,6 +497,6 @@ def install(
         .watches(ENDPOINTS, _keys_by_service_label)
         .watches(CONFIGMAPS, double.services_to_requeue, namespace=SYSTEM_NAMESPACE)
         .with_max_concurrent_reconciles(max_concurrent_reconciles)
-        .complete(double)
+        .complete(KindReconciler(double, resource=KSVC, client=manager.client, cache=manager.cache))
     )
     return double

@@ -129,8 +129,6 @@ class History:
     configmap_exists: bool = False
     saved: str | None = None
     """The encoding last written (or read): the ConfigMap is written only when this changes."""
-    stale_version: str | None = None
-    """The Service's resourceVersion our last status write replaced: a cache still showing it is stale."""
 
     @property
     def latest(self) -> Revision | None:

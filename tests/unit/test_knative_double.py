@@ -1,5 +1,5 @@
-"""The Knative Serving double's pure parts: the objects of a revision, config-deployment, the Service status
-Knative computes from its revisions, and the revision history."""
+"""The Knative Serving double: the objects of a revision, config-deployment, the Service status Knative
+computes from its revisions, the revision history, and its reconcile over the shared fake cluster."""
 
 from __future__ import annotations
 
@@ -10,11 +10,22 @@ from typing import Any, cast
 import pytest
 
 from e2e.knative_double.compare import endpoint_set, prune, quantity, with_quantities
-from e2e.knative_double.config import DeploymentConfig, ScaleBounds, parse_duration, progress_deadline
+from e2e.knative_double.config import (
+    ACTIVATION_TIMEOUT_BUFFER,
+    CONFIG_DEPLOYMENT,
+    DEFAULT_PROGRESS_DEADLINE,
+    SYSTEM_NAMESPACE,
+    DeploymentConfig,
+    ScaleBounds,
+    parse_duration,
+    progress_deadline,
+)
 from e2e.knative_double.double import KnativeServingDouble
 from e2e.knative_double.history import MAX_HISTORY, Failure, History, Revision, template_hash
 from e2e.knative_double.lifecycle import desired_status, routed_revisions
 from e2e.knative_double.resources import (
+    DEPLOYMENTS,
+    ENDPOINTS,
     RevisionMeta,
     child_name,
     encode_probe,
@@ -24,9 +35,13 @@ from e2e.knative_double.resources import (
     make_public_service,
     with_revision_defaults,
 )
-from manager.cache import Cache
-from manager.client import Client
+from e2e.knative_double.resources import KSVC as KSVC_RESOURCE
+from e2e.knative_double.revision import READINESS_DEPLOYMENT
+from manager.client import CONFIGMAPS, PODS, SERVICES
+from manager.kindreconciler import KindReconciler
+from manager.reconcile import Request, Result
 from reconcilers.apply import is_subset
+from tests.support.fakecluster import FakeCluster, TableRow, run_row
 
 NOW = "2024-05-01T10:00:00Z"
 LATER = "2024-06-01T10:00:00Z"
@@ -623,33 +638,26 @@ def test_history_is_bounded_but_keeps_the_latest_ready_revision_and_round_trips(
     assert template_hash({"a": 1, "b": 2}) == template_hash({"b": 2, "a": 1})
 
 
-class ConfigCache:
-    """Just enough of the manager's cache for `deployment_config`: one ConfigMap, replaceable."""
-
-    def __init__(self) -> None:
-        self.configmap: dict[str, Any] | None = None
-
-    def get(self, resource: object, name: str, namespace: str = "") -> dict[str, Any] | None:
-        return self.configmap
-
-
 def test_config_deployment_is_read_and_a_bad_update_keeps_the_last_good_one() -> None:
-    cache = ConfigCache()
+    cluster = FakeCluster()
+    cluster.watch(CONFIGMAPS, SYSTEM_NAMESPACE)
     double = KnativeServingDouble(
-        cast(Client, None), cast(Cache, cache), revision_readiness="pods", queue_proxy_image="flag/queue"
+        cluster.client, cluster.cache, revision_readiness="pods", queue_proxy_image="flag/queue"
     )
     assert double.deployment_config() == DeploymentConfig("flag/queue")
-    cache.configmap = {
-        "metadata": {"resourceVersion": "1"},
-        "data": {"queue-sidecar-image": "cm/queue", "progress-deadline": "20s"},
-    }
+
+    def config(data: dict[str, str]) -> None:
+        meta = {"name": CONFIG_DEPLOYMENT, "namespace": SYSTEM_NAMESPACE}
+        cluster.add(CONFIGMAPS, {"metadata": meta, "data": data})
+
+    config({"queue-sidecar-image": "cm/queue", "progress-deadline": "20s"})
     assert double.deployment_config() == DeploymentConfig("cm/queue", 20.0)
-    cache.configmap = {"metadata": {"resourceVersion": "2"}, "data": {"progress-deadline": "-1s"}}
+    config({"progress-deadline": "-1s"})
     assert double.deployment_config() == DeploymentConfig("cm/queue", 20.0)
-    cache.configmap = {"metadata": {"resourceVersion": "3"}, "data": {}}
+    config({})
     assert double.deployment_config() == DeploymentConfig("flag/queue")
     with pytest.raises(ValueError, match="revision readiness"):
-        KnativeServingDouble(cast(Client, None), cast(Cache, cache), revision_readiness=cast(Any, "nodes"))
+        KnativeServingDouble(cluster.client, cluster.cache, revision_readiness=cast(Any, "nodes"))
 
 
 @pytest.mark.parametrize(
@@ -696,3 +704,85 @@ def test_endpoints_compare_regardless_of_how_subsets_are_packed() -> None:
     assert endpoint_set(one) != endpoint_set(
         [{"notReadyAddresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}], "ports": ports}]
     )
+
+
+# --- The reconcile, as row tables over the shared fake cluster ---------------------------------------
+
+SERVICE = {"apiVersion": "serving.knative.dev/v1", "kind": "Service", **KSVC}
+REV = "iris-predictor-00001"
+
+
+def double_cluster() -> tuple[FakeCluster, KnativeServingDouble, KindReconciler[Any]]:
+    cluster = FakeCluster()
+    for resource in (KSVC_RESOURCE, DEPLOYMENTS, SERVICES, CONFIGMAPS, PODS, ENDPOINTS):
+        cluster.watch(resource)
+    double = KnativeServingDouble(cluster.client, cluster.cache, revision_readiness=READINESS_DEPLOYMENT)
+    return (
+        cluster,
+        double,
+        KindReconciler(double, resource=KSVC_RESOURCE, client=cluster.client, cache=cluster.cache),
+    )
+
+
+async def test_a_new_service_gets_its_revision_objects_history_and_status_then_nothing_more() -> None:
+    cluster, double, reconciler = double_cluster()
+    row = TableRow(
+        "a new Service",
+        "models/iris-predictor",
+        objects=[(KSVC_RESOURCE, SERVICE)],
+        want_writes=[
+            f"create deployments.apps models/{REV}-deployment",
+            f"create services models/{REV}-private",
+            f"create services models/{REV}",
+            "create configmaps models/iris-predictor-knative-double",
+            "update-status services.serving.knative.dev models/iris-predictor",
+        ],
+        want_status={
+            "latestCreatedRevisionName": REV,
+            "url": "http://iris-predictor.models.example.com",
+            "conditions": {"ConfigurationsReady": ("Unknown",), "Ready": ("Unknown",)},
+        },
+        # Until a revision that never gets pods is given up on.
+        want_result=Result(requeue_after=DEFAULT_PROGRESS_DEADLINE + ACTIVATION_TIMEOUT_BUFFER),
+    )
+    await run_row(row, cluster, reconciler, resource=KSVC_RESOURCE)
+    assert double.status_writes == 1
+    cluster.sync()
+    cluster.writes()
+    # The Deployment is in the cache now: the revision is Queued (its history changes, not the status).
+    await reconciler.reconcile(Request("models", "iris-predictor"))
+    assert cluster.writes() == ["update configmaps models/iris-predictor-knative-double"]
+    cluster.sync()
+    await reconciler.reconcile(Request("models", "iris-predictor"))
+    assert cluster.writes() == [], "a steady Service is not rewritten"
+    assert double.status_writes == 1
+
+
+async def test_a_stale_cache_costs_a_read_not_a_second_status() -> None:
+    cluster, double, reconciler = double_cluster()
+    cluster.add(KSVC_RESOURCE, SERVICE)
+    for _ in range(2):
+        await reconciler.reconcile(Request("models", "iris-predictor"))
+        cluster.sync()
+    cluster.writes()
+    cluster.reads.clear()
+    # The cache still shows the Service as it was before our status write.
+    cluster.cache.informer(KSVC_RESOURCE).store.put(
+        {**SERVICE, "metadata": {**SERVICE["metadata"], "resourceVersion": "1"}}
+    )
+    await reconciler.reconcile(Request("models", "iris-predictor"))
+    # One status write refused with 409, then a read shows the status is already what it should be.
+    assert cluster.writes() == ["update-status services.serving.knative.dev models/iris-predictor"]
+    assert [str(r) for r in cluster.reads] == ["get services.serving.knative.dev models/iris-predictor"]
+    assert double.status_writes == 1
+
+
+async def test_a_deleted_service_is_forgotten() -> None:
+    cluster, double, reconciler = double_cluster()
+    cluster.add(KSVC_RESOURCE, SERVICE)
+    await reconciler.reconcile(Request("models", "iris-predictor"))
+    assert double.revisions("models", "iris-predictor")
+    cluster.remove(KSVC_RESOURCE, "iris-predictor", "models")
+    cluster.sync()
+    await reconciler.reconcile(Request("models", "iris-predictor"))
+    assert double.revisions("models", "iris-predictor") == []

@@ -1,4 +1,4 @@
-"""The desired Knative Service of each component (table-driven) and the write-only-on-difference reconciler.
+"""Component assembly and the Knative Service of each component (table-driven), and its reconciler.
 
 Each row is an InferenceService (YAML), the runtimes and explainer images in scope, the Knative Services that
 already exist and the InferenceService's status, with the fields of the desired Knative Service it must
@@ -9,28 +9,30 @@ the `ComponentSpecError` it must raise.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from apis import constants as c
-from apis.config import ExplainersConfig
+from apis.config import ExplainersConfig, InferenceServicesConfig
 from apis.inferenceservice import InferenceService
-from apis.resources import CLUSTER_SERVING_RUNTIMES, KNATIVE_SERVICES, SERVING_RUNTIMES
-from manager.cache import Cache
-from manager.client import Client, Object, Resource
-from manager.errors import Invalid
-from reconcilers.apply import HASH_ANNOTATION
-from reconcilers.knative_service import (
-    ComponentSpecError,
-    KnativeServiceReconciler,
-    component_name,
-    desired_knative_service,
-    validate_storage_uri,
+from apis.resources import (
+    CLUSTER_SERVING_RUNTIMES,
+    CLUSTER_STORAGE_CONTAINERS,
+    KNATIVE_SERVICES,
+    SERVING_RUNTIMES,
 )
+from manager.client import Object, Resource
+from manager.errors import Invalid
+from reconcilers.apply import HASH_ANNOTATION, NotControlled
+from reconcilers.components import ComponentBuilder, ComponentSpecError, component_name, validate_storage_uri
+from reconcilers.knative_service import KnativeServiceReconciler, desired_knative_service
+from tests.support.fakecluster import FakeCluster
 
 NS = "ns"
 NAME = "sk"
@@ -97,6 +99,10 @@ def runtime(name: str, fmt: str, *, priority: int | None = None, cluster: bool =
     return {"apiVersion": "serving.kserve.io/v1alpha1", "kind": kind, "metadata": meta, "spec": body}
 
 
+SHIPPED: dict[str, Object] = {
+    path.stem: yaml.safe_load(path.read_text())
+    for path in (Path(__file__).resolve().parents[2] / "config" / "runtimes").glob("kserve-*.yaml")
+}
 STANDARD_RUNTIMES: list[Object] = [
     yaml.safe_load(SKLEARN_SERVER),
     yaml.safe_load(MLSERVER),
@@ -108,6 +114,8 @@ EXPLAINERS = ExplainersConfig.model_validate(
         "art": {"image": "kserve/art-explainer", "defaultImageVersion": "v0.11.0"},
     }
 )
+
+CONFIG = InferenceServicesConfig.from_configmap({"explainers": EXPLAINERS.model_dump_json(by_alias=True)})
 
 SKLEARN = "predictor: {sklearn: {storageUri: gs://b/m}}"
 CUSTOM = "predictor: {containers: [{name: c, image: me/model:1}]}"
@@ -184,7 +192,12 @@ CASES = [
         "predictor: {model: {modelFormat: {name: sklearn}, protocolVersion: v2, storageUri: s3://b/m}}",
         expect={
             IMAGE: "docker.io/seldonio/mlserver:1.3.2",
-            (*CONTAINER, "env", 0, "name"): "MLSERVER_MODEL_IMPLEMENTATION",
+            # The defaults' new env vars come first, the runtime's after (strategic merge order).
+            (*CONTAINER, "env"): [
+                {"name": "MLSERVER_MODEL_NAME", "value": NAME},
+                {"name": "MLSERVER_MODEL_URI", "value": "/mnt/models"},
+                {"name": "MLSERVER_MODEL_IMPLEMENTATION", "value": "mlserver_sklearn.SKLearnModel"},
+            ],
             (*ANN, c.STORAGE_INITIALIZER_SOURCE_URI_ANNOTATION): "s3://b/m",
             (*LABELS, "runtime-label"): ABSENT,
         },
@@ -193,6 +206,57 @@ CASES = [
         "v1 model format skips the v2-only runtime",
         "predictor: {model: {modelFormat: {name: sklearn}, storageUri: gs://b/m}}",
         expect={IMAGE: "kserve/sklearnserver:latest"},
+    ),
+    # --- Runtime defaults: labels fill the runtime's templates and label the Knative Service ---
+    Case(
+        "torchserve: protocol v1, PROTOCOL_VERSION and the serviceEnvelope its template reads",
+        "predictor: {pytorch: {storageUri: gs://b/m}}",
+        runtimes=[SHIPPED["kserve-torchserve"]],
+        expect={
+            (*CONTAINER, "env"): [
+                {"name": "PROTOCOL_VERSION", "value": "v1"},
+                {"name": "TS_SERVICE_ENVELOPE", "value": "kserve"},
+            ],
+            (*LABELS, "serviceEnvelope"): "kserve",
+            (*TLABELS, "serviceEnvelope"): "kserve",
+        },
+    ),
+    Case(
+        "torchserve v2: the default envelope replaces the user's label",
+        "predictor: {model: {modelFormat: {name: pytorch}, protocolVersion: v2, storageUri: gs://b/m}}",
+        meta="{labels: {serviceEnvelope: mine, team: a}}",
+        runtimes=[SHIPPED["kserve-torchserve"]],
+        expect={
+            (*CONTAINER, "env", 1): {"name": "TS_SERVICE_ENVELOPE", "value": "kservev2"},
+            (*LABELS, "serviceEnvelope"): "kservev2",
+            (*LABELS, "team"): "a",
+        },
+    ),
+    Case(
+        "triton without a model location loads models explicitly",
+        "predictor: {triton: {}}",
+        runtimes=[SHIPPED["kserve-tritonserver"]],
+        expect={
+            (*ARGS, 6): "--model-control-mode=explicit",
+            (*ARGS, 7): ABSENT,
+            (*ANN, c.AGENT_ANNOTATION): "true",
+            (*ANN, c.STORAGE_INITIALIZER_SOURCE_URI_ANNOTATION): ABSENT,
+        },
+    ),
+    Case(
+        "a model predictor without a storage location is multi-model: agent annotations",
+        "predictor: {model: {modelFormat: {name: sklearn}}}",
+        expect={
+            (*ANN, c.AGENT_ANNOTATION): "true",
+            (*ANN, c.AGENT_MODEL_CONFIG_VOLUME_NAME_ANNOTATION): "modelconfig-sk-0",
+            (*ANN, c.AGENT_MODEL_CONFIG_MOUNT_PATH_ANNOTATION): "/mnt/configs",
+            (*ANN, c.AGENT_MODEL_DIR_ANNOTATION): "/mnt/models",
+        },
+    ),
+    Case(
+        "a model predictor with a storage location has no agent",
+        SKLEARN,
+        expect={(*ANN, c.AGENT_ANNOTATION): ABSENT},
     ),
     Case(
         "legacy pytorch key served by torchserve with its prometheus port",
@@ -593,6 +657,15 @@ CASES = [
         },
     ),
     Case(
+        "storage spec: one leading slash of the path is dropped, parameters as Go's json.Marshal writes them",
+        "predictor: {model: {modelFormat: {name: sklearn},"
+        " storage: {path: /p/m, parameters: {q: 'a<b&c>d'}}}}",
+        expect={
+            (*ANN, c.STORAGE_SPEC_PARAM_ANNOTATION): '{"q":"a\\u003cb\\u0026c\\u003ed"}',
+            (*ANN, c.STORAGE_INITIALIZER_SOURCE_URI_ANNOTATION): "<scheme-placeholder>://p/m",
+        },
+    ),
+    Case(
         "storageUri and storage.path together",
         "predictor: {model: {modelFormat: {name: sklearn}, storageUri: gs://b/m, storage: {path: p}}}",
         error="InvalidSpec",
@@ -680,7 +753,12 @@ def test_runtime_errors_carry_kserve_model_status_message() -> None:
         desired_knative_service(isvc, c.PREDICTOR, runtimes=STANDARD_RUNTIMES)
     assert info.value.model_failure_message == "Waiting for runtime to become available"
     with pytest.raises(ComponentSpecError) as storage:
-        desired_knative_service(make_isvc("predictor: {sklearn: {storageUri: 'ftp://x'}}"), c.PREDICTOR)
+        desired_knative_service(
+            make_isvc("predictor: {sklearn: {storageUri: 'ftp://x'}}"),
+            c.PREDICTOR,
+            runtimes=STANDARD_RUNTIMES,
+        )
+    assert storage.value.reason == "InvalidStorageURI"
     assert storage.value.model_failure_message is None
 
 
@@ -733,150 +811,195 @@ def test_component_name() -> None:
     assert component_name(isvc, c.PREDICTOR, {"sk-predictor-default"}) == "sk-predictor-default"
 
 
-# --- The reconciler against in-memory fakes ---------------------------------------------------------
-
-Key = tuple[Resource, str, str]
+# --- The reconciler over the shared fake cluster ----------------------------------------------------
 
 
-class FakeApi:
-    """A Client and Cache in one: applies store what was applied plus what a server and Knative add."""
-
-    def __init__(self) -> None:
-        self.objects: dict[Key, Object] = {}
-        self.applied: list[Object] = []
-        self.deleted: list[tuple[str, str, str | None, str | None]] = []
-        self.reject: str | None = None
-
-    async def apply(
-        self, resource: Resource, obj: Object, *, field_manager: str, force: bool = True
-    ) -> Object:
-        assert field_manager == "kserve-manager"
-        if self.reject is not None:
-            raise Invalid(422, "Invalid", self.reject)
-        self.applied.append(copy.deepcopy(obj))
-        meta = obj["metadata"]
-        key = (resource, meta["namespace"], meta["name"])
-        live = copy.deepcopy(obj)
-        previous = self.objects.get(key)
-        live["metadata"].update(uid=f"ksvc-{meta['name']}", resourceVersion=str(len(self.applied)))
-        live["metadata"]["annotations"]["serving.knative.dev/creator"] = "admin"
-        template = live["spec"]["template"]["spec"]
-        template.setdefault("timeoutSeconds", 300)
-        template["enableServiceLinks"] = False
-        template["containers"][0]["readinessProbe"] = {"successThreshold": 1}
-        live["spec"]["traffic"][0].setdefault("configurationName", meta["name"])
-        live["status"] = copy.deepcopy(previous.get("status", {})) if previous else {}
-        self.objects[key] = live
-        return copy.deepcopy(live)
-
-    async def delete(
-        self,
-        resource: Resource,
-        name: str,
-        namespace: str | None = None,
-        *,
-        propagation_policy: str | None = None,
-        uid: str | None = None,
-    ) -> None:
-        self.deleted.append((name, namespace or "", propagation_policy, uid))
-        self.objects.pop((resource, namespace or "", name), None)
-
-    def get(self, resource: Resource, name: str, namespace: str = "") -> Object | None:
-        obj = self.objects.get((resource, namespace, name))
-        return copy.deepcopy(obj) if obj is not None else None
-
-    def list(
-        self, resource: Resource, namespace: str | None = None, *, labels: dict[str, str] | None = None
-    ) -> list[Object]:
-        return [
-            copy.deepcopy(o)
-            for (res, ns, _), o in self.objects.items()
-            if res == resource and (namespace is None or ns == namespace)
-        ]
-
-    def put(self, resource: Resource, obj: Object) -> None:
-        meta = obj["metadata"]
-        self.objects[(resource, meta.get("namespace", ""), meta["name"])] = copy.deepcopy(obj)
+def knative_defaults(resource: Resource, obj: Object) -> None:
+    """What the API server and Knative's webhook add to a Knative Service we apply."""
+    if resource != KNATIVE_SERVICES:
+        return
+    obj["metadata"].setdefault("annotations", {})["serving.knative.dev/creator"] = "admin"
+    template = obj["spec"]["template"]["spec"]
+    template.setdefault("timeoutSeconds", 300)
+    template["enableServiceLinks"] = False
+    template["containers"][0]["readinessProbe"] = {"successThreshold": 1}
+    obj["spec"]["traffic"][0].setdefault("configurationName", obj["metadata"]["name"])
 
 
-def make_api() -> tuple[FakeApi, KnativeServiceReconciler]:
-    api = FakeApi()
+def make_cluster() -> tuple[FakeCluster, KnativeServiceReconciler, ComponentBuilder]:
+    cluster = FakeCluster(defaulter=knative_defaults)
+    for resource in (
+        KNATIVE_SERVICES,
+        SERVING_RUNTIMES,
+        CLUSTER_SERVING_RUNTIMES,
+        CLUSTER_STORAGE_CONTAINERS,
+    ):
+        cluster.watch(resource)
     for rt in STANDARD_RUNTIMES:
-        api.put(CLUSTER_SERVING_RUNTIMES, rt)
-    return api, KnativeServiceReconciler(cast(Client, api), cast(Cache, api))
+        cluster.add(CLUSTER_SERVING_RUNTIMES, rt)
+    return cluster, KnativeServiceReconciler(cluster.client, cluster.cache), ComponentBuilder(cluster.cache)
+
+
+async def reconcile(
+    cluster: FakeCluster,
+    reconciler: KnativeServiceReconciler,
+    builder: ComponentBuilder,
+    isvc: InferenceService,
+    component: str = c.PREDICTOR,
+    config: InferenceServicesConfig = CONFIG,
+) -> Object:
+    """Build the component, reconcile its Knative Service, and let the cache catch up."""
+    built = builder.build(isvc, component, config=config, existing_names=reconciler.existing_names(isvc))
+    status = await reconciler.reconcile(isvc, built)
+    cluster.sync()
+    return status
 
 
 async def test_reconcile_creates_then_makes_no_write_until_a_spec_field_changes() -> None:
-    api, reconciler = make_api()
-    isvc = make_isvc(SKLEARN)
-    status = await reconciler.reconcile(isvc, c.PREDICTOR, explainers_config=EXPLAINERS)
+    cluster, reconciler, builder = make_cluster()
+    status = await reconcile(cluster, reconciler, builder, make_isvc(SKLEARN))
     assert status == {}
-    assert len(api.applied) == 1
-    assert HASH_ANNOTATION in api.applied[0]["metadata"]["annotations"]
-
-    live = api.get(KNATIVE_SERVICES, "sk-predictor", NS)
+    assert cluster.writes() == [f"apply services.serving.knative.dev {NS}/sk-predictor"]
+    live = cluster.object(KNATIVE_SERVICES, "sk-predictor", NS)
     assert live is not None
+    assert HASH_ANNOTATION in live["metadata"]["annotations"]
+
     live["status"] = {"url": "http://sk-predictor.ns.example.com", "observedGeneration": 1}
-    api.put(KNATIVE_SERVICES, live)
-    status = await reconciler.reconcile(make_isvc(SKLEARN), c.PREDICTOR, explainers_config=EXPLAINERS)
-    assert len(api.applied) == 1, "server and Knative defaults must not cause a write"
+    cluster.add(KNATIVE_SERVICES, live)
+    status = await reconcile(cluster, reconciler, builder, make_isvc(SKLEARN))
+    assert cluster.writes() == [], "server and Knative defaults must not cause a write"
     assert status == {"url": "http://sk-predictor.ns.example.com", "observedGeneration": 1}
 
     changed = make_isvc("predictor: {sklearn: {storageUri: gs://b/m2}}")
-    status = await reconciler.reconcile(changed, c.PREDICTOR, explainers_config=EXPLAINERS)
-    assert len(api.applied) == 2
-    annotations = api.applied[1]["spec"]["template"]["metadata"]["annotations"]
+    status = await reconcile(cluster, reconciler, builder, changed)
+    (applied,) = cluster.actions
+    annotations = applied.body["spec"]["template"]["metadata"]["annotations"]
     assert annotations[c.STORAGE_INITIALIZER_SOURCE_URI_ANNOTATION] == "gs://b/m2"
     assert status == {"url": "http://sk-predictor.ns.example.com", "observedGeneration": 1}
 
 
 async def test_reconcile_reads_namespace_runtimes_from_the_cache() -> None:
-    api, reconciler = make_api()
-    api.put(SERVING_RUNTIMES, runtime("ns-runtime", "fmt", cluster=False))
-    isvc = make_isvc("predictor: {model: {modelFormat: {name: fmt}}}")
-    await reconciler.reconcile(isvc, c.PREDICTOR, explainers_config=EXPLAINERS)
-    assert api.applied[0]["spec"]["template"]["spec"]["containers"][0]["image"] == "ns-runtime:v1"
+    cluster, reconciler, builder = make_cluster()
+    cluster.add(SERVING_RUNTIMES, runtime("ns-runtime", "fmt", cluster=False))
+    await reconcile(cluster, reconciler, builder, make_isvc("predictor: {model: {modelFormat: {name: fmt}}}"))
+    (applied,) = cluster.actions
+    assert applied.body["spec"]["template"]["spec"]["containers"][0]["image"] == "ns-runtime:v1"
 
 
 async def test_reconcile_keeps_the_legacy_name() -> None:
-    api, reconciler = make_api()
+    cluster, reconciler, builder = make_cluster()
     legacy = desired_knative_service(make_isvc(SKLEARN), c.PREDICTOR, runtimes=STANDARD_RUNTIMES)
     legacy["metadata"]["name"] = "sk-predictor-default"
-    api.put(KNATIVE_SERVICES, legacy)
-    await reconciler.reconcile(make_isvc(SKLEARN), c.PREDICTOR, explainers_config=EXPLAINERS)
-    assert [o["metadata"]["name"] for o in api.applied] == ["sk-predictor-default"]
+    cluster.add(KNATIVE_SERVICES, legacy)
+    await reconcile(cluster, reconciler, builder, make_isvc(SKLEARN))
+    assert cluster.writes() == [f"apply services.serving.knative.dev {NS}/sk-predictor-default"]
 
 
-async def test_reconcile_refuses_a_knative_service_it_does_not_control() -> None:
-    api, reconciler = make_api()
+@pytest.mark.parametrize(
+    "owner", [{"uid": "someone-else"}, None], ids=["another-controller", "no-controller"]
+)
+async def test_reconcile_never_writes_a_knative_service_it_does_not_control(owner: Object | None) -> None:
+    cluster, reconciler, builder = make_cluster()
     foreign = desired_knative_service(make_isvc(SKLEARN), c.PREDICTOR, runtimes=STANDARD_RUNTIMES)
-    foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
-    api.put(KNATIVE_SERVICES, foreign)
-    with pytest.raises(ComponentSpecError) as info:
-        await reconciler.reconcile(make_isvc(SKLEARN), c.PREDICTOR, explainers_config=EXPLAINERS)
+    if owner is None:
+        del foreign["metadata"]["ownerReferences"]
+    else:
+        foreign["metadata"]["ownerReferences"][0].update(owner)
+    cluster.add(KNATIVE_SERVICES, foreign)
+    with pytest.raises(NotControlled) as info:
+        await reconcile(cluster, reconciler, builder, make_isvc(SKLEARN))
     assert info.value.reason == "KnativeServiceNotOwned"
-    assert api.applied == []
+    assert info.value.message == (
+        f'Knative Service "{NS}/sk-predictor" already exists and is not controlled by InferenceService "sk"'
+    )
+    assert cluster.writes() == []
 
 
 async def test_reconcile_turns_a_rejected_object_into_a_spec_error() -> None:
-    api, reconciler = make_api()
-    api.reject = "spec.template.spec.containers[0].ports: must be a single port"
+    cluster, reconciler, builder = make_cluster()
+    message = "spec.template.spec.containers[0].ports: must be a single port"
+    cluster.fail("apply", KNATIVE_SERVICES, Invalid(422, "Invalid", message))
     with pytest.raises(ComponentSpecError, match="must be a single port") as info:
-        await reconciler.reconcile(make_isvc(SKLEARN), c.PREDICTOR, explainers_config=EXPLAINERS)
+        await reconcile(cluster, reconciler, builder, make_isvc(SKLEARN))
     assert info.value.reason == "InvalidSpec"
 
 
 async def test_delete_only_a_knative_service_controlled_by_this_inferenceservice() -> None:
-    api, reconciler = make_api()
+    cluster, reconciler, builder = make_cluster()
     isvc = make_isvc(SKLEARN + "\n---\n" + TRANSFORMER)
-    await reconciler.reconcile(isvc, c.TRANSFORMER, explainers_config=EXPLAINERS)
+    await reconcile(cluster, reconciler, builder, isvc, c.TRANSFORMER)
+    cluster.writes()
     assert await reconciler.delete(isvc, c.TRANSFORMER)
-    assert api.deleted == [("sk-transformer", NS, "Background", "ksvc-sk-transformer")]
+    (deleted,) = cluster.actions
+    assert str(deleted) == f"delete services.serving.knative.dev {NS}/sk-transformer"
+    assert deleted.body["propagationPolicy"] == "Background"
+    assert deleted.body["uid"].startswith("uid-sk-transformer")
+    cluster.sync()
+    cluster.writes()
 
     other = make_isvc(SKLEARN + "\n---\n" + TRANSFORMER)
     other.metadata["uid"] = "another-uid"
-    await reconciler.reconcile(other, c.TRANSFORMER, explainers_config=EXPLAINERS)
-    api.deleted.clear()
+    await reconcile(cluster, reconciler, builder, other, c.TRANSFORMER)
+    cluster.writes()
     assert not await reconciler.delete(isvc, c.TRANSFORMER)
-    assert api.deleted == []
     assert not await reconciler.delete(isvc, c.EXPLAINER), "nothing to delete"
+    assert cluster.writes() == []
+
+
+async def test_runtime_default_labels_reach_the_components_built_after_the_predictor() -> None:
+    """As KServe's SetRuntimeDefaults edits the InferenceService in memory, the transformer carries them."""
+    cluster, reconciler, builder = make_cluster()
+    cluster.add(CLUSTER_SERVING_RUNTIMES, SHIPPED["kserve-torchserve"])
+    isvc = make_isvc("predictor: {pytorch: {storageUri: gs://b/m}}\n---\n" + TRANSFORMER)
+    await reconcile(cluster, reconciler, builder, isvc)
+    assert isvc.labels == {"serviceEnvelope": "kserve"}
+    await reconcile(cluster, reconciler, builder, isvc, c.TRANSFORMER)
+    transformer = cluster.object(KNATIVE_SERVICES, "sk-transformer", NS)
+    assert transformer is not None
+    assert transformer["metadata"]["labels"]["serviceEnvelope"] == "kserve"
+
+
+BROKEN_EXPLAINERS = InferenceServicesConfig.from_configmap({"explainers": "{not json"})
+
+
+def test_a_broken_explainers_key_only_concerns_a_built_in_explainer() -> None:
+    builder = ComponentBuilder(make_cluster()[0].cache)
+    custom = make_isvc(SKLEARN + "\n---\n" + "explainer: {containers: [{image: me/explainer:1}]}")
+    builder.build(custom, c.PREDICTOR, config=BROKEN_EXPLAINERS)
+    builder.build(custom, c.EXPLAINER, config=BROKEN_EXPLAINERS)
+    alibi = make_isvc(SKLEARN + "\n---\n" + "explainer: {alibi: {type: AnchorTabular}}")
+    builder.build(alibi, c.PREDICTOR, config=BROKEN_EXPLAINERS)
+    with pytest.raises(ComponentSpecError) as info:
+        builder.build(alibi, c.EXPLAINER, config=BROKEN_EXPLAINERS)
+    assert info.value.reason == "InvalidConfiguration"
+    assert 'key "explainers": invalid JSON' in info.value.message
+
+
+MALFORMED = {
+    "apiVersion": "serving.kserve.io/v1alpha1",
+    "kind": "ClusterServingRuntime",
+    "metadata": {"name": "broken"},
+    "spec": {"supportedModelFormats": [{"name": "sklearn", "autoSelect": True, "priority": "high"}]},
+}
+
+
+def test_a_malformed_runtime_is_logged_once_per_version_and_named_to_its_user(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cluster, _, builder = make_cluster()
+    cluster.add(CLUSTER_SERVING_RUNTIMES, MALFORMED)
+    named = make_isvc(
+        "predictor: {model: {modelFormat: {name: sklearn}, runtime: broken, storageUri: s3://b}}"
+    )
+    with caplog.at_level(logging.WARNING, logger="reconcilers.components"):
+        for _ in range(3):
+            builder.build(make_isvc(SKLEARN), c.PREDICTOR, config=CONFIG)
+            with pytest.raises(ComponentSpecError) as info:
+                builder.build(named, c.PREDICTOR, config=CONFIG)
+        assert len(caplog.records) == 1
+        assert caplog.records[0].getMessage().startswith("ClusterServingRuntime broken cannot be used:")
+        assert info.value.reason == "RuntimeNotRecognized"
+        assert info.value.message.startswith('ClusterServingRuntime "broken" cannot be used: spec.support')
+        cluster.add(CLUSTER_SERVING_RUNTIMES, MALFORMED)
+        builder.build(make_isvc(SKLEARN), c.PREDICTOR, config=CONFIG)
+        assert len(caplog.records) == 2, "a new version of it is reported again"

@@ -1,12 +1,14 @@
-"""TrainedModel controller: models.json editing, memory accounting, conditions, URLs, and the reconcile
-against an in-memory API (conflicts re-read, steady state writes nothing, bad input reported once)."""
+"""TrainedModel controller: models.json editing, memory accounting, conditions, URLs, and the reconcile as
+row tables over the shared fake cluster (conflicts re-read, steady state writes nothing, bad input reported
+once)."""
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -18,12 +20,13 @@ from apis.resources import INFERENCE_SERVICES, TRAINED_MODELS
 from apis.trainedmodel import TrainedModel, TrainedModelStatus
 from controllers.trainedmodel import trained_models_of, waiting_siblings
 from manager.cache import Cache
-from manager.client import CONFIGMAPS, Client, Object, Resource
-from manager.errors import ApiError, Conflict, NotFound, ServerUnavailable
-from manager.events import EventRecorder
+from manager.client import CONFIGMAPS, Object, Resource
+from manager.errors import Conflict, ServerUnavailable
+from manager.kindreconciler import KindReconciler
 from manager.reconcile import Request, Result
 from reconcilers import modelconfig as mc
 from reconcilers import trainedmodel as rtm
+from tests.support.fakecluster import FakeCluster, TableRow, run_row
 
 NS = "models"
 NOW = "2024-01-01T00:00:00Z"
@@ -142,9 +145,16 @@ def test_remove_drops_only_the_named_entry() -> None:
     assert [e["modelName"] for e in json.loads(updated)] == ["a", "c"]
 
 
-@pytest.mark.parametrize("text", [None, "", "[]", json.dumps([entry("a")])])
-def test_remove_of_an_absent_entry_writes_nothing(text: str | None) -> None:
+@pytest.mark.parametrize("text", ["[]", json.dumps([entry("a")])])
+def test_remove_of_an_absent_entry_writes_nothing(text: str) -> None:
     assert mc.remove_model(text, "zz") is None
+
+
+@pytest.mark.parametrize("text", [None, "", "  "])
+def test_remove_from_an_empty_or_absent_models_json_writes_an_empty_list(text: str | None) -> None:
+    """KServe's ConfigsDelta re-encodes the file on a removal: an empty or absent one becomes `[]`."""
+    assert mc.remove_model(text, "zz") == "[]"
+    assert mc.remove_model("[]", "zz") is None, "and then it is steady"
 
 
 def test_absent_or_empty_models_json_is_an_empty_list() -> None:
@@ -352,10 +362,11 @@ def test_recomputing_a_ready_status_changes_nothing() -> None:
 
 
 def cache_with(*objects: tuple[Resource, Object]) -> Cache:
-    cache = Cache(cast(Client, None))
+    cluster = FakeCluster()
+    cluster.watch(TRAINED_MODELS)
     for resource, obj in objects:
-        cache.informer(resource).store.put(obj)
-    return cache
+        cluster.add(resource, obj)
+    return cluster.cache
 
 
 def test_an_isvc_change_maps_to_its_labelled_models() -> None:
@@ -378,309 +389,337 @@ def test_a_model_change_maps_to_siblings_waiting_for_memory() -> None:
     assert waiting_siblings(cache, tm_obj("unlabelled")) == []
 
 
-# --- the reconcile against an in-memory API ---------------------------------------------------------
+# --- the reconcile, as row tables over the shared fake cluster ----------------------------------------
+
+TM1 = f"{NS}/tm1"
+MODEL_CONFIG = mc.empty_model_config(isvc(isvc_obj()))
+PATCH_TM1 = f"patch trainedmodels.serving.kserve.io {TM1}"
+STATUS_TM1 = f"update-status trainedmodels.serving.kserve.io {TM1}"
+UPDATE_MODELS_JSON = f"update configmaps {NS}/modelconfig-mms-0"
+READY_STATUS: Object = {
+    "conditions": [
+        {"type": "InferenceServiceReady", "status": "True"},
+        {"type": "IsMMSPredictor", "status": "True"},
+        {"type": "MemoryResourceAvailable", "status": "True"},
+        {"type": "Ready", "status": "True"},
+    ],
+    "url": f"http://mms.{NS}.example.com/v1/models/tm1:predict",
+    "address": {"url": f"http://mms.{NS}.svc.cluster.local/v1/models/tm1:predict"},
+}
+ALL_TRUE = {
+    t: ("True",) for t in ("InferenceServiceReady", "IsMMSPredictor", "MemoryResourceAvailable", "Ready")
+}
+NOT_SPECIFIED = "spec.inferenceService is empty: a TrainedModel must name its InferenceService"
 
 
-def merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge(out.get(key), value)
-    return out
+def models_json(*names: str) -> Object:
+    """The parent's model config listing `names`."""
+    configmap = copy.deepcopy(MODEL_CONFIG)
+    configmap["data"]["models.json"] = json.dumps(
+        [mc.model_entry(tm(tm_obj(n))) for n in names], separators=(",", ":")
+    )
+    return configmap
 
 
-class FakeApi:
-    """Just enough of `manager.client.Client`: optimistic concurrency, merge patch, label selectors."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str, str], Object] = {}
-        self.writes: list[tuple[str, str, str]] = []
-        self.reads: list[tuple[str, str, str]] = []
-        self.fail: dict[tuple[str, str], list[ApiError]] = {}
-        self._rv = 100
-
-    def put(self, resource: Resource, obj: Object) -> Object:
-        self._rv += 1
-        stored = copy.deepcopy(obj)
-        stored["metadata"]["resourceVersion"] = str(self._rv)
-        self.objects[(resource.plural, stored["metadata"]["namespace"], stored["metadata"]["name"])] = stored
-        return copy.deepcopy(stored)
-
-    def _failure(self, verb: str, resource: Resource) -> None:
-        queue = self.fail.get((verb, resource.plural))
-        if queue:
-            raise queue.pop(0)
-
-    def _live(self, resource: Resource, namespace: str, name: str) -> Object:
-        obj = self.objects.get((resource.plural, namespace, name))
-        if obj is None:
-            raise NotFound(404, "NotFound", f"{resource.plural} {name} not found")
-        return obj
-
-    def _check_rv(self, live: Object, rv: Any) -> None:
-        if rv is not None and rv != live["metadata"]["resourceVersion"]:
-            raise Conflict(409, "Conflict", "the object has been modified")
-
-    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Object:
-        self.reads.append(("GET", resource.plural, name))
-        self._failure("GET", resource)
-        return copy.deepcopy(self._live(resource, namespace or "", name))
-
-    async def list_all(
-        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
-    ) -> tuple[list[Object], str]:
-        self.reads.append(("LIST", resource.plural, label_selector or ""))
-        wanted = dict(p.split("=", 1) for p in (label_selector or "").split(",") if p)
-        items = [
-            copy.deepcopy(o)
-            for (plural, ns, _), o in self.objects.items()
-            if plural == resource.plural
-            and ns == namespace
-            and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())
-        ]
-        return items, str(self._rv)
-
-    async def patch(self, resource: Resource, name: str, patch: Any, namespace: str | None = None) -> Object:
-        self.writes.append(("PATCH", resource.plural, name))
-        self._failure("PATCH", resource)
-        live = self._live(resource, namespace or "", name)
-        self._check_rv(live, patch.get("metadata", {}).get("resourceVersion"))
-        patch = copy.deepcopy(patch)
-        patch["metadata"].pop("resourceVersion", None)
-        return self.put(resource, merge(live, patch))
-
-    async def replace(self, resource: Resource, obj: Object) -> Object:
-        self.writes.append(("PUT", resource.plural, obj["metadata"]["name"]))
-        self._failure("PUT", resource)
-        live = self._live(resource, obj["metadata"]["namespace"], obj["metadata"]["name"])
-        self._check_rv(live, obj["metadata"].get("resourceVersion"))
-        return self.put(resource, obj)
-
-    async def replace_status(self, resource: Resource, obj: Object) -> Object:
-        self.writes.append(("PUT status", resource.plural, obj["metadata"]["name"]))
-        self._failure("PUT status", resource)
-        live = self._live(resource, obj["metadata"]["namespace"], obj["metadata"]["name"])
-        self._check_rv(live, obj["metadata"].get("resourceVersion"))
-        return self.put(resource, {**live, "status": obj["status"]})
-
-    async def create(self, resource: Resource, obj: Object, namespace: str | None = None) -> Object:
-        self.writes.append(("POST", resource.plural, obj["metadata"]["name"]))
-        return self.put(resource, obj)
-
-    async def delete(
-        self, resource: Resource, name: str, namespace: str | None = None, *, uid: str | None = None
-    ) -> None:
-        self.writes.append(("DELETE", resource.plural, name))
-        live = self._live(resource, namespace or "", name)
-        if uid and live["metadata"].get("uid") != uid:
-            raise Conflict(409, "Conflict", "uid precondition failed")
-        del self.objects[(resource.plural, namespace or "", name)]
+def deleting(obj: Object) -> Object:
+    obj["metadata"]["deletionTimestamp"] = NOW
+    return obj
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str, str]] = []
-
-    def event(self, obj: Object, type: str, reason: str, message: str) -> None:
-        self.events.append((obj["metadata"]["name"], type, reason, message))
+def models(cluster: FakeCluster, name: str = "modelconfig-mms-0") -> list[str]:
+    configmap = cluster.object(CONFIGMAPS, name, NS)
+    assert configmap is not None
+    return [e["modelName"] for e in json.loads(configmap["data"]["models.json"])]
 
 
-class World:
-    """A fake API plus a cache that mirrors it on demand (as the informers would)."""
-
-    def __init__(self) -> None:
-        self.api = FakeApi()
-        self.cache = Cache(cast(Client, self.api))
-        for resource in (TRAINED_MODELS, INFERENCE_SERVICES):
-            self.cache.informer(resource)
-        self.recorder = Recorder()
-        self.reconciler = rtm.TrainedModelReconciler(
-            cast(Client, self.api), self.cache, cast(EventRecorder, self.recorder)
-        )
-
-    def add(self, resource: Resource, obj: Object) -> None:
-        self.api.put(resource, obj)
-
-    def sync(self) -> None:
-        for resource in (TRAINED_MODELS, INFERENCE_SERVICES):
-            store = self.cache.informer(resource).store
-            for key in store.all_keys():
-                store.remove(key)
-            for (plural, _, _), obj in self.api.objects.items():
-                if plural == resource.plural:
-                    store.put(copy.deepcopy(obj))
-
-    async def reconcile(self, name: str = "tm1") -> Result:
-        self.sync()
-        return await self.reconciler.reconcile(Request(NS, name))
-
-    def get(self, resource: Resource, name: str) -> Object:
-        return self.api.objects[(resource.plural, NS, name)]
-
-    def models(self) -> list[str]:
-        cm = self.get(CONFIGMAPS, "modelconfig-mms-0")
-        return [e["modelName"] for e in json.loads(cm["data"]["models.json"])]
+def tm_cluster() -> tuple[FakeCluster, KindReconciler[TrainedModel]]:
+    cluster = FakeCluster()
+    for resource in (TRAINED_MODELS, INFERENCE_SERVICES):
+        cluster.watch(resource)
+    return cluster, rtm.trainedmodel_reconciler(cluster.client, cluster.cache, cluster.recorder)
 
 
-@pytest.fixture
-def world() -> World:
-    w = World()
-    w.add(INFERENCE_SERVICES, isvc_obj())
-    w.add(CONFIGMAPS, mc.empty_model_config(isvc(isvc_obj())))
-    return w
+def expect_models(*names: str) -> Callable[[FakeCluster], None]:
+    def check(cluster: FakeCluster) -> None:
+        assert models(cluster) == list(names)
+
+    return check
 
 
-async def test_first_reconcile_labels_allocates_writes_status_and_models_json(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj())
-    assert await world.reconcile() == Result()
-    live = world.get(TRAINED_MODELS, "tm1")
-    assert live["metadata"]["labels"] == allocated_labels()
-    assert live["metadata"]["finalizers"] == [c.TRAINED_MODEL_FINALIZER]
-    assert live["status"]["url"] == f"http://mms.{NS}.example.com/v1/models/tm1:predict"
-    assert world.models() == ["tm1"]
-    assert world.recorder.events == []
+def expect_tm(**metadata: Any) -> Callable[[FakeCluster], None]:
+    def check(cluster: FakeCluster) -> None:
+        live = cluster.object(TRAINED_MODELS, "tm1", NS)
+        assert live is not None
+        for key, value in metadata.items():
+            assert live["metadata"].get(key) == value, key
+
+    return check
 
 
-async def test_steady_state_makes_no_writes(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj())
-    await world.reconcile()
-    world.api.writes.clear()
-    await world.reconcile()
-    assert world.api.writes == []
+def all_of(*checks: Callable[[FakeCluster], None]) -> Callable[[FakeCluster], None]:
+    def check(cluster: FakeCluster) -> None:
+        for one in checks:
+            one(cluster)
+
+    return check
 
 
-async def test_status_conflict_rereads_and_recomputes(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj(labels=allocated_labels(), finalizers=[c.TRAINED_MODEL_FINALIZER]))
-    world.sync()
-    # Someone else writes the object after our cache read: our first status PUT is stale.
-    world.add(TRAINED_MODELS, {**world.get(TRAINED_MODELS, "tm1")})
-    await world.reconciler.reconcile(Request(NS, "tm1"))
-    status_writes = [w for w in world.api.writes if w[0] == "PUT status"]
-    assert len(status_writes) == 2
-    assert ("GET", "trainedmodels", "tm1") in world.api.reads
-    assert world.get(TRAINED_MODELS, "tm1")["status"]["conditions"][-1]["status"] == "True"
+def gone(resource: Resource, name: str) -> Callable[[FakeCluster], None]:
+    def check(cluster: FakeCluster) -> None:
+        assert cluster.object(resource, name, NS) is None
+
+    return check
 
 
-async def test_models_json_conflict_rereads_the_configmap(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj())
-    world.api.fail[("PUT", "configmaps")] = [Conflict(409, "Conflict", "modified")]
-    await world.reconcile()
-    assert world.models() == ["tm1"]
-    assert [r for r in world.api.reads if r[1] == "configmaps"] == [
-        ("GET", "configmaps", "modelconfig-mms-0")
-    ] * 2
+def hide_from_cache(resource: Resource, name: str) -> Callable[[FakeCluster], None]:
+    def setup(cluster: FakeCluster) -> None:
+        cluster.cache.informer(resource).store.remove((NS, name))
+
+    return setup
 
 
-async def test_a_failed_status_write_emits_update_failed_and_retries(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj())
-    world.api.fail[("PUT status", "trainedmodels")] = [ServerUnavailable(503, "ServiceUnavailable", "down")]
-    with pytest.raises(ServerUnavailable):
-        await world.reconcile()
-    (event,) = world.recorder.events
-    assert event[:3] == ("tm1", "Warning", "UpdateFailed")
-    assert event[3].startswith("Failed to update conditions for TrainedModel: 503 ServiceUnavailable")
+STEADY = tm_obj(labels=allocated_labels(), finalizers=[c.TRAINED_MODEL_FINALIZER], status=READY_STATUS)
+STEADY_WORLD = [(INFERENCE_SERVICES, isvc_obj()), (CONFIGMAPS, models_json("tm1")), (TRAINED_MODELS, STEADY)]
+
+TM_ROWS = [
+    TableRow(
+        "a new model gets the finalizer, its labels, models.json and a Ready status",
+        TM1,
+        objects=[(INFERENCE_SERVICES, isvc_obj()), (CONFIGMAPS, MODEL_CONFIG), (TRAINED_MODELS, tm_obj())],
+        want_writes=[PATCH_TM1, PATCH_TM1, PATCH_TM1, UPDATE_MODELS_JSON, STATUS_TM1],
+        want_status={"conditions": ALL_TRUE, "url": READY_STATUS["url"], "address": READY_STATUS["address"]},
+        check=all_of(
+            expect_models("tm1"),
+            expect_tm(labels=allocated_labels(), finalizers=[c.TRAINED_MODEL_FINALIZER]),
+        ),
+    ),
+    TableRow(
+        "a steady model makes no write",
+        TM1,
+        objects=[
+            (INFERENCE_SERVICES, isvc_obj()),
+            (CONFIGMAPS, models_json("tm1")),
+            (TRAINED_MODELS, STEADY),
+        ],
+    ),
+    TableRow(
+        "a status conflict re-reads the object and writes again",
+        TM1,
+        objects=[
+            (INFERENCE_SERVICES, isvc_obj()),
+            (CONFIGMAPS, models_json("tm1")),
+            (TRAINED_MODELS, tm_obj(labels=allocated_labels(), finalizers=[c.TRAINED_MODEL_FINALIZER])),
+        ],
+        failures=[("update-status", TRAINED_MODELS, Conflict(409, "Conflict", "modified"))],
+        want_writes=[STATUS_TM1, STATUS_TM1],
+        want_status={"conditions": ALL_TRUE},
+    ),
+    TableRow(
+        "a models.json conflict re-reads the ConfigMap",
+        TM1,
+        objects=[(INFERENCE_SERVICES, isvc_obj()), (CONFIGMAPS, MODEL_CONFIG), (TRAINED_MODELS, STEADY)],
+        failures=[("update", CONFIGMAPS, Conflict(409, "Conflict", "modified"))],
+        want_writes=[UPDATE_MODELS_JSON, UPDATE_MODELS_JSON],
+        check=expect_models("tm1"),
+    ),
+    TableRow(
+        "a failed status write is one UpdateFailed event and a retry",
+        TM1,
+        objects=[(INFERENCE_SERVICES, isvc_obj()), (CONFIGMAPS, MODEL_CONFIG), (TRAINED_MODELS, tm_obj())],
+        failures=[("update-status", TRAINED_MODELS, ServerUnavailable(503, "ServiceUnavailable", "down"))],
+        want_writes=[PATCH_TM1, PATCH_TM1, PATCH_TM1, UPDATE_MODELS_JSON, STATUS_TM1],
+        want_events=[
+            "Warning UpdateFailed Failed to update conditions for TrainedModel: 503 ServiceUnavailable: down"
+        ],
+        want_error=ServerUnavailable,
+    ),
+    TableRow(
+        "a parent that is not Ready: conditions, no error, no models.json",
+        TM1,
+        objects=[
+            (INFERENCE_SERVICES, isvc_obj(ready=False)),
+            (CONFIGMAPS, MODEL_CONFIG),
+            (TRAINED_MODELS, tm_obj(finalizers=[c.TRAINED_MODEL_FINALIZER])),
+        ],
+        want_writes=[PATCH_TM1, PATCH_TM1, STATUS_TM1],
+        want_status={
+            "conditions": {
+                "InferenceServiceReady": ("False", "InferenceServiceNotReady"),
+                "Ready": ("False",),
+            }
+        },
+        check=all_of(expect_models(), expect_tm(labels=allocated_labels())),
+    ),
+    TableRow(
+        "a parent missing from the cache but live is not an orphan",
+        TM1,
+        objects=[
+            (INFERENCE_SERVICES, isvc_obj()),
+            (CONFIGMAPS, models_json("tm1")),
+            (TRAINED_MODELS, STEADY),
+        ],
+        setup=hide_from_cache(INFERENCE_SERVICES, "mms"),
+    ),
+    TableRow(
+        "an orphan is deleted",
+        TM1,
+        objects=[(TRAINED_MODELS, tm_obj(isvc="gone", finalizers=[c.TRAINED_MODEL_FINALIZER]))],
+        want_writes=[f"delete trainedmodels.serving.kserve.io {TM1}"],
+        check=expect_tm(deletionTimestamp=NOW),
+    ),
+    TableRow(
+        "an orphan already being deleted loses its finalizer",
+        TM1,
+        objects=[(TRAINED_MODELS, deleting(tm_obj(isvc="gone", finalizers=[c.TRAINED_MODEL_FINALIZER])))],
+        want_writes=[PATCH_TM1],
+        check=gone(TRAINED_MODELS, "tm1"),
+    ),
+    TableRow(
+        "a deleted model leaves models.json, then its finalizer goes",
+        TM1,
+        objects=[
+            (INFERENCE_SERVICES, isvc_obj()),
+            (CONFIGMAPS, models_json("tm1", "tm2")),
+            (TRAINED_MODELS, deleting(copy.deepcopy(STEADY))),
+        ],
+        want_writes=[UPDATE_MODELS_JSON, PATCH_TM1],
+        check=all_of(expect_models("tm2"), gone(TRAINED_MODELS, "tm1")),
+    ),
+    TableRow(
+        "no parent named: a condition and one event",
+        TM1,
+        objects=[(TRAINED_MODELS, tm_obj(isvc="", finalizers=[c.TRAINED_MODEL_FINALIZER]))],
+        want_writes=[STATUS_TM1],
+        want_status={
+            "conditions": {"InferenceServiceReady": ("False", rtm.REASON_NOT_SPECIFIED, NOT_SPECIFIED)}
+        },
+        want_events=[f"Warning {rtm.REASON_NOT_SPECIFIED} {NOT_SPECIFIED}"],
+    ),
+    TableRow(
+        "no parent named, already reported: no write, no event",
+        TM1,
+        objects=[
+            (
+                TRAINED_MODELS,
+                tm_obj(
+                    isvc="",
+                    finalizers=[c.TRAINED_MODEL_FINALIZER],
+                    status={
+                        "conditions": [
+                            {
+                                "type": "InferenceServiceReady",
+                                "status": "False",
+                                "reason": rtm.REASON_NOT_SPECIFIED,
+                                "message": NOT_SPECIFIED,
+                            },
+                            {
+                                "type": "Ready",
+                                "status": "False",
+                                "reason": rtm.REASON_NOT_SPECIFIED,
+                                "message": NOT_SPECIFIED,
+                            },
+                        ]
+                    },
+                ),
+            )
+        ],
+    ),
+    TableRow(
+        "an invalid memory is reported and not served",
+        TM1,
+        objects=[
+            (INFERENCE_SERVICES, isvc_obj()),
+            (CONFIGMAPS, MODEL_CONFIG),
+            (TRAINED_MODELS, tm_obj(memory="lots", finalizers=[c.TRAINED_MODEL_FINALIZER])),
+        ],
+        want_writes=[PATCH_TM1, STATUS_TM1],
+        want_status={"conditions": {"MemoryResourceAvailable": ("False", rtm.REASON_INVALID_MEMORY)}},
+        want_events=[
+            f"Warning {rtm.REASON_INVALID_MEMORY} spec.model.memory: "
+            '\'lots\' is not a Kubernetes quantity (expected e.g. "100m", "1", "100Mi", "1Gi")'
+        ],
+        check=all_of(expect_models(), expect_tm(labels={c.TRAINED_MODEL_ISVC_LABEL: "mms"})),
+    ),
+    TableRow(
+        "a missing model config is looked at again later",
+        TM1,
+        objects=[(INFERENCE_SERVICES, isvc_obj()), (TRAINED_MODELS, STEADY)],
+        want_result=Result(requeue_after=rtm.MODEL_CONFIG_RETRY),
+    ),
+    TableRow(
+        "a broken models.json is one event, and looked at again later",
+        TM1,
+        objects=[
+            (INFERENCE_SERVICES, isvc_obj()),
+            (CONFIGMAPS, {**MODEL_CONFIG, "data": {"models.json": "{"}}),
+            (TRAINED_MODELS, STEADY),
+        ],
+        want_events=[
+            f"Warning {rtm.REASON_INVALID_MODEL_CONFIG} ConfigMap {NS}/modelconfig-mms-0: models.json is not "
+            "valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+        ],
+        want_result=Result(requeue_after=rtm.MODEL_CONFIG_RETRY),
+    ),
+]
 
 
-async def test_parent_not_ready_waits_without_error_and_without_models_json(world: World) -> None:
-    world.add(INFERENCE_SERVICES, isvc_obj(ready=False))
-    world.add(TRAINED_MODELS, tm_obj())
-    assert await world.reconcile() == Result()
-    assert world.models() == []
-    live = world.get(TRAINED_MODELS, "tm1")
-    assert "url" not in live["status"]
-    assert live["metadata"]["labels"][c.TRAINED_MODEL_ISVC_LABEL] == "mms"
+@pytest.mark.parametrize("row", TM_ROWS, ids=str)
+async def test_trainedmodel_reconcile(row: TableRow) -> None:
+    cluster, reconciler = tm_cluster()
+    await run_row(row, cluster, reconciler, resource=TRAINED_MODELS)
 
 
-async def test_parent_missing_from_cache_but_live_is_not_deleted(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj())
-    world.sync()
-    world.cache.informer(INFERENCE_SERVICES).store.remove((NS, "mms"))
-    await world.reconciler.reconcile(Request(NS, "tm1"))
-    assert ("DELETE", "trainedmodels", "tm1") not in world.api.writes
-    assert world.models() == ["tm1"]
+@pytest.mark.parametrize("data", [{}, {"models.json": ""}])
+async def test_deleting_from_an_empty_or_absent_models_json_writes_an_empty_list(
+    data: dict[str, str],
+) -> None:
+    cluster, reconciler = tm_cluster()
+    row = TableRow(
+        "deleting",
+        TM1,
+        objects=[
+            (INFERENCE_SERVICES, isvc_obj()),
+            (CONFIGMAPS, {**MODEL_CONFIG, "data": data}),
+            (TRAINED_MODELS, deleting(copy.deepcopy(STEADY))),
+        ],
+        want_writes=[UPDATE_MODELS_JSON, PATCH_TM1],
+        check=all_of(expect_models(), gone(TRAINED_MODELS, "tm1")),
+    )
+    await run_row(row, cluster, reconciler, resource=TRAINED_MODELS)
 
 
-async def test_orphan_is_deleted_and_its_finalizer_released(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj(isvc="gone"))
-    await world.reconcile()
-    assert ("DELETE", "trainedmodels", "tm1") in world.api.writes
-    assert (TRAINED_MODELS.plural, NS, "tm1") not in world.api.objects
-    # Already Terminating when the parent went away: the finalizer is still released.
-    terminating = tm_obj("tm2", isvc="gone", finalizers=[c.TRAINED_MODEL_FINALIZER])
-    terminating["metadata"]["deletionTimestamp"] = NOW
-    world.add(TRAINED_MODELS, terminating)
-    await world.reconcile("tm2")
-    assert world.get(TRAINED_MODELS, "tm2")["metadata"]["finalizers"] == []
+async def test_a_broken_models_json_is_announced_once_while_it_lasts() -> None:
+    cluster, reconciler = tm_cluster()
+    cluster.add(INFERENCE_SERVICES, isvc_obj())
+    cluster.add(CONFIGMAPS, {**MODEL_CONFIG, "data": {"models.json": "{"}})
+    cluster.add(TRAINED_MODELS, STEADY)
+    for _ in range(3):
+        assert await reconciler.reconcile(Request(NS, "tm1")) == Result(requeue_after=rtm.MODEL_CONFIG_RETRY)
+    assert len(cluster.recorder.events) == 1
+    cluster.add(CONFIGMAPS, {**MODEL_CONFIG, "data": {"models.json": "[1"}})
+    await reconciler.reconcile(Request(NS, "tm1"))
+    assert len(cluster.recorder.events) == 2, "a different problem is announced"
 
 
-async def test_deletion_removes_the_entry_then_the_finalizer(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj())
-    await world.reconcile()
-    live = world.get(TRAINED_MODELS, "tm1")
-    live["metadata"]["deletionTimestamp"] = NOW
-    world.api.writes.clear()
-    await world.reconcile()
-    assert world.models() == []
-    assert [w[0] for w in world.api.writes] == ["PUT", "PATCH"]
-    assert world.get(TRAINED_MODELS, "tm1")["metadata"]["finalizers"] == []
-
-
-async def test_missing_parent_name_is_reported_once(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj(isvc=""))
-    assert await world.reconcile() == Result()
-    live = world.get(TRAINED_MODELS, "tm1")
-    ready = next(x for x in live["status"]["conditions"] if x["type"] == "InferenceServiceReady")
-    assert (ready["status"], ready["reason"]) == ("False", rtm.REASON_NOT_SPECIFIED)
-    assert [e[1:3] for e in world.recorder.events] == [("Warning", rtm.REASON_NOT_SPECIFIED)]
-    await world.reconcile()
-    assert len(world.recorder.events) == 1
-
-
-async def test_invalid_memory_is_reported_and_not_served(world: World) -> None:
-    world.add(TRAINED_MODELS, tm_obj(memory="lots"))
-    assert await world.reconcile() == Result()
-    assert world.models() == []
-    assert [e[2] for e in world.recorder.events] == [rtm.REASON_INVALID_MEMORY]
-    assert c.TRAINED_MODEL_ALLOCATED_LABEL not in world.get(TRAINED_MODELS, "tm1")["metadata"]["labels"]
-
-
-async def test_missing_model_config_retries_later(world: World) -> None:
-    del world.api.objects[(CONFIGMAPS.plural, NS, "modelconfig-mms-0")]
-    world.add(TRAINED_MODELS, tm_obj())
-    assert await world.reconcile() == Result(requeue_after=rtm.MODEL_CONFIG_RETRY)
-
-
-async def test_broken_models_json_is_reported_and_retried_later(world: World) -> None:
-    world.get(CONFIGMAPS, "modelconfig-mms-0")["data"]["models.json"] = "{"
-    world.add(TRAINED_MODELS, tm_obj())
-    assert await world.reconcile() == Result(requeue_after=rtm.MODEL_CONFIG_RETRY)
-    assert [e[2] for e in world.recorder.events] == [rtm.REASON_INVALID_MODEL_CONFIG]
-
-
-async def test_allocation_is_decided_from_a_live_list(world: World) -> None:
+async def test_allocation_is_decided_from_a_live_list() -> None:
+    cluster, reconciler = tm_cluster()
+    cluster.add(INFERENCE_SERVICES, isvc_obj())
+    cluster.add(CONFIGMAPS, MODEL_CONFIG)
+    cluster.add(TRAINED_MODELS, tm_obj("a", memory="768Mi"))
+    cluster.add(TRAINED_MODELS, tm_obj("b", memory="512Mi"))
+    await reconciler.reconcile(Request(NS, "a"))
     # The cache has not seen "a" allocated yet; the live list has: "b" must not over-commit.
-    world.add(TRAINED_MODELS, tm_obj("a", memory="768Mi"))
-    world.add(TRAINED_MODELS, tm_obj("b", memory="512Mi"))
-    world.sync()
-    await world.reconciler.reconcile(Request(NS, "a"))
-    await world.reconciler.reconcile(Request(NS, "b"))
-    labels_b = world.get(TRAINED_MODELS, "b")["metadata"]["labels"]
+    await reconciler.reconcile(Request(NS, "b"))
+    labels_b = (cluster.object(TRAINED_MODELS, "b", NS) or {})["metadata"]["labels"]
     assert c.TRAINED_MODEL_ALLOCATED_LABEL not in labels_b
-    assert world.models() == ["a"]
+    assert models(cluster) == ["a"]
 
 
 async def test_ensure_model_config_creates_once_and_only_for_multi_model() -> None:
-    api = FakeApi()
-    cache = Cache(cast(Client, api))
-    client = cast(Client, api)
-    await mc.ensure_model_config(client, cache, isvc(isvc_obj()))
-    await mc.ensure_model_config(client, cache, isvc(isvc_obj()))
-    assert api.writes == [("POST", "configmaps", "modelconfig-mms-0")]
-    await mc.ensure_model_config(
-        client, cache, isvc(isvc_obj("single", predictor={"sklearn": {"storageUri": "s3://b"}}))
-    )
-    assert len(api.writes) == 1
+    cluster = FakeCluster()
+    await mc.ensure_model_config(cluster.client, cluster.cache, isvc(isvc_obj()))
+    await mc.ensure_model_config(cluster.client, cluster.cache, isvc(isvc_obj()))
+    assert cluster.writes() == [f"create configmaps {NS}/modelconfig-mms-0"]
+    single = isvc(isvc_obj("single", predictor={"sklearn": {"storageUri": "s3://b"}}))
+    await mc.ensure_model_config(cluster.client, cluster.cache, single)
+    assert cluster.writes() == []
