@@ -19,9 +19,9 @@ between conflict retries). Here it exists once; a kind implements `Kind` and is 
 Events follow what the user needs to act, and no more (KServe v0.11 and knative emit one per failed attempt,
 so a few seconds of API-server outage became 9 `InternalError` and 9 `UpdateFailed` counts per object):
 
-* a `UserProblem` with a condition is announced once, when that condition first appears; reconciles that find
-  it already in the status say nothing. One without a condition is announced once per distinct message while
-  it persists;
+* a `UserProblem` with a condition is announced once, by the status write that makes that condition appear;
+  reconciles that find it already in the status, or on the conflict re-read of a stale cache, say nothing.
+  One without a condition is announced once per distinct message while it persists;
 * `InternalError` (for kinds that ask for it) and `UpdateFailed` are emitted at the first failure of a run of
   failed attempts; the retries only log, and a reconcile that ends without an error closes the run.
 """
@@ -180,8 +180,9 @@ class KindReconciler(Generic[T]):
         except Exception as exc:
             error = exc
         desired = self.kind.status_of(obj)
+        replaced: Object | None = None
         try:
-            await self._update_status(obj, before, desired)
+            replaced = await self._update_status(obj, before, desired)
         except ApiError as exc:
             message = self.kind.update_failed_message(obj, before, desired, exc)
             self._announce_failure(request, obj, REASON_UPDATE_FAILED, message)
@@ -196,7 +197,9 @@ class KindReconciler(Generic[T]):
             self._announced.pop(request, None)
         elif problem.condition is None:
             self._announce_once(request, self.kind.object_of(obj), problem)
-        elif not _has_condition(before, problem):
+        elif replaced is not None and not _has_condition(replaced, problem):
+            # Announced by the write that put the condition there: a reconcile that ran on a cache not yet
+            # showing that write finds the condition on its conflict re-read and writes nothing.
             self._warn(self.kind.object_of(obj), problem.reason, problem.message)
         return result
 
@@ -222,13 +225,14 @@ class KindReconciler(Generic[T]):
 
     # -- status -------------------------------------------------------------------------------------
 
-    async def _update_status(self, obj: T, before: Object, desired: Object) -> None:
+    async def _update_status(self, obj: T, before: Object, desired: Object) -> Object | None:
         """Write `desired` when it differs from `before`; each conflict re-reads and compares again.
 
-        A write that finds the object gone is not an error (nothing is left to report to).
+        Returns the status the write replaced, or None when nothing was written. A write that finds the
+        object gone is not an error (nothing is left to report to).
         """
         if semantic_status(desired) == semantic_status(before):
-            return
+            return None
         current = self.kind.object_of(obj)
         namespace = current["metadata"].get("namespace") or None
 
@@ -246,9 +250,10 @@ class KindReconciler(Generic[T]):
         try:
             previous = await retry_on_conflict(attempt)
         except NotFound:
-            return
+            return None
         if previous is not None:
             self.kind.status_updated(obj, previous, desired)
+        return previous
 
     # -- events -------------------------------------------------------------------------------------
 

@@ -290,3 +290,17 @@ async def test_retry_on_conflict_re_reads_and_gives_up_after_the_last_attempt() 
 
     with pytest.raises(Conflict, match="attempt 4"):
         await retry_on_conflict(always)
+
+
+async def test_a_problem_is_announced_once_when_a_reconcile_runs_on_a_stale_cache() -> None:
+    cluster, _, reconciler = setup()
+    cluster.add(WIDGETS, widget(problem=True, size=9, status=ready(1)))
+    await reconciler.reconcile(Request("ns", "w"))
+    # The cache has not seen the status write yet: the second reconcile computes the same problem from the
+    # old status, its write conflicts, and the re-read shows the condition already there.
+    await reconciler.reconcile(Request("ns", "w"))
+    assert cluster.writes() == [f"update-status {W}"] * 2, "the second write was refused with a conflict"
+    assert cluster.recorder.messages() == ["Warning TooBig size 9 is too big"]
+    cluster.sync()
+    await reconciler.reconcile(Request("ns", "w"))
+    assert cluster.recorder.messages() == ["Warning TooBig size 9 is too big"]
