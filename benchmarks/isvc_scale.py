@@ -42,6 +42,7 @@ import copy
 import json
 import os
 import platform
+import pstats
 import re
 import signal
 import subprocess
@@ -193,7 +194,8 @@ class Process:
         return sum(value for name, _, value in parse_metrics(text) if name == "workqueue_depth")
 
 
-def spawn(name: str, argv: list[str], workdir: Path) -> Process:
+def spawn(name: str, argv: list[str], workdir: Path, cwd: Path | None = None) -> Process:
+    """`python -m <argv>` in `cwd` (the source tree it imports from; default: ours)."""
     log = workdir / f"{name}.log"
     env = dict(os.environ, POD_NAMESPACE=CONFIG_NAMESPACE)
     with log.open("ab") as out:
@@ -202,19 +204,29 @@ def spawn(name: str, argv: list[str], workdir: Path) -> Process:
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             start_new_session=True,
         )
     return Process(name, popen, log)
 
 
-def start_manager(kubeconfig: Path, workers: int, workdir: Path) -> Process:
+def start_manager(
+    kubeconfig: Path,
+    workers: int,
+    workdir: Path,
+    *,
+    entry: tuple[str, ...] = ("controllers.main",),
+    ready_timeout: float = 60.0,
+    cwd: Path | None = None,
+) -> Process:
+    """The manager process (`python -m <entry>`), once its /readyz answers 200."""
     metrics, health, webhook = free_port(), free_port(), free_port()
     certs = workdir / "certs"
     certs.mkdir(exist_ok=True)
     proc = spawn(
         f"manager-w{workers}",
         [
-            "controllers.main",
+            *entry,
             "--kubeconfig", str(kubeconfig),
             f"--metrics-addr=127.0.0.1:{metrics}",
             f"--health-probe-addr=127.0.0.1:{health}",
@@ -225,18 +237,19 @@ def start_manager(kubeconfig: Path, workers: int, workdir: Path) -> Process:
             "--log-level=warning",
         ],
         workdir,
+        cwd,
     )  # fmt: skip
     proc.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_timeout
     while http_get(f"http://127.0.0.1:{health}/readyz", 1.0)[0] != 200:
         proc.check_alive()
         if time.monotonic() > deadline:
-            sys.exit(f"manager not ready within 60 s; see {proc.log}")
-        time.sleep(0.2)
+            sys.exit(f"manager not ready within {ready_timeout:.0f} s; see {proc.log}")
+        time.sleep(0.1)
     return proc
 
 
-def start_double(kubeconfig: Path, workers: int, workdir: Path) -> Process:
+def start_double(kubeconfig: Path, workers: int, workdir: Path, cwd: Path | None = None) -> Process:
     return spawn(
         f"double-w{workers}",
         [
@@ -247,6 +260,7 @@ def start_double(kubeconfig: Path, workers: int, workdir: Path) -> Process:
             "--log-level=warning",
         ],
         workdir,
+        cwd,
     )  # fmt: skip
 
 
@@ -583,6 +597,8 @@ class Round:
     cached_before: int
     seconds: float = 0.0
     floor_all: float = 0.0
+    floor_serial: float = 0.0
+    serial_writes: int = 0
     manager_writes: Counter[str] = field(default_factory=Counter)
     mix: Counter[str] = field(default_factory=Counter)
     conflicts: Counter[str] = field(default_factory=Counter)
@@ -603,7 +619,11 @@ async def run_round(
     result = Round(workers, args.count, args.concurrency, cached)
     run_ns, floor_ns = f"isvc-run-{index}", f"isvc-floor-{index}"
     await ensure_namespace(client, run_ns)
-    manager = await asyncio.to_thread(start_manager, kubeconfig, workers, workdir)
+    entry: tuple[str, ...] = ("controllers.main",)
+    if args.profile:
+        # cProfile writes its statistics when the manager exits (gracefully, on SIGTERM).
+        entry = ("cProfile", "-o", str(args.profile / f"manager-w{workers}.pstats"), "-m", "controllers.main")
+    manager = await asyncio.to_thread(start_manager, kubeconfig, workers, workdir, entry=entry)
     double = start_double(kubeconfig, args.double_workers, workdir)
     try:
         t0 = time.perf_counter()
@@ -648,6 +668,12 @@ async def run_round(
     floor_names = [f"f{index}-{i:05d}" for i in range(args.count)]
     result.floor_all = await run_floor(client, templates, floor_ns, floor_names, result.mix, args.concurrency)
     await delete_namespace(client, floor_ns)
+    if args.serial_floor:
+        # The same chains one at a time: per-write latency without concurrency, the bound of a lone worker.
+        serial_ns, serial_names = f"{floor_ns}-serial", [f"s{index}-{i:05d}" for i in range(args.count)]
+        result.serial_writes = sum(result.mix.values())
+        result.floor_serial = await run_floor(client, templates, serial_ns, serial_names, result.mix, 1)
+        await delete_namespace(client, serial_ns)
     return result
 
 
@@ -724,6 +750,34 @@ def print_tables(rounds: list[Round], cluster_load: str) -> None:
         )
 
 
+def print_serial(rounds: list[Round]) -> None:
+    """What one worker cannot beat: its writes one after another at the measured serial latency."""
+    print()
+    print("| workers | serial floor (all writes, one chain at a time) | serial latency per write"
+          " | manager writes x latency | + manager CPU | time to all Ready |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in rounds:
+        if not r.floor_serial:
+            continue
+        latency = r.floor_serial / r.serial_writes
+        manager_total = sum(r.manager_writes.values())
+        print(
+            f"| {r.workers} | {r.floor_serial:.1f} s | {latency * 1000:.2f} ms"
+            f" | {manager_total * latency:.1f} s | {manager_total * latency + r.manager_cpu:.1f} s"
+            f" | {r.seconds:.1f} s |"
+        )
+
+
+def print_profiles(directory: Path, top: int = 30) -> None:
+    """The functions the manager spent its own time in (tottime), per round."""
+    for path in sorted(directory.glob("*.pstats")):
+        print()
+        print(f"{path.stem}: top {top} by own time (cProfile)")
+        print()
+        stats = pstats.Stats(str(path))
+        stats.sort_stats("tottime").print_stats(top)
+
+
 async def main_async(args: argparse.Namespace, cluster: LocalCluster, workdir: Path) -> list[Round]:
     await asyncio.to_thread(install_crds, cluster.kubeconfig_path)
     client = await load_client(str(cluster.kubeconfig_path), connection_pool=max(64, args.concurrency * 2))
@@ -774,7 +828,20 @@ def main() -> None:
         "--workers", type=_workers, default=[1, 4, 16], help="manager workers per round [1,4,16]"
     )
     parser.add_argument("--double-workers", type=_positive, default=16, help="the double's workers [16]")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="run the manager under cProfile; statistics go to this directory",
+    )
+    parser.add_argument(
+        "--serial-floor",
+        action="store_true",
+        help="also replay the floor one chain at a time (per-write latency)",
+    )
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="isvc-scale-") as tmp,
         LocalCluster(controller_manager=True) as cluster,
@@ -784,6 +851,9 @@ def main() -> None:
         wall = time.perf_counter() - started
         load = f"load average {os.getloadavg()[0]:.1f}, benchmark wall time {wall:.0f} s"
         print_tables(rounds, load)
+        print_serial(rounds)
+        if args.profile:
+            print_profiles(args.profile)
 
 
 if __name__ == "__main__":

@@ -3,20 +3,22 @@
 Controllers read from here instead of the API server: a reconcile costs no GET, and two controllers watching
 the same kind share one list/watch stream and one copy of the objects. Reads hand out deep copies so that a
 reconciler can mutate what it got without corrupting the cache (controller-runtime's rule "never mutate
-cached objects", enforced rather than documented). Readiness (`/readyz`) is gated on every informer having
-synced, and informers added after start are started at once.
+cached objects", enforced rather than documented): the store keeps compact JSON and every read decodes a
+fresh copy. Readiness (`/readyz`) is gated on every informer having
+synced, and informers added after start are started at once. A controller may register a transform per
+resource (`set_transform`) that every informer of that resource applies before storing an object, so
+that fields no reader uses do not cost memory (see `manager.informer.Transform`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import copy
 import logging
 from collections.abc import Iterable
 
 from manager.client import Client, Object, Resource
-from manager.informer import LABEL_INDEX, OWNER_INDEX, Informer, WatchSettings
+from manager.informer import LABEL_INDEX, OWNER_INDEX, Informer, Transform, WatchSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,14 @@ class Cache:
         self.client = client
         self.settings = settings or WatchSettings()
         self._informers: dict[InformerKey, Informer] = {}
+        self._transforms: dict[Resource, Transform] = {}
         self._started = False
+
+    def set_transform(self, resource: Resource, transform: Transform) -> None:
+        """Shrink every object of `resource` before it is cached; must come before its first informer."""
+        if any(key[0] == resource for key in self._informers):
+            raise ValueError(f"{resource} is already cached; set its transform before watching it")
+        self._transforms[resource] = transform
 
     def informer(
         self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
@@ -41,7 +50,12 @@ class Cache:
         informer = self._informers.get(key)
         if informer is None:
             informer = Informer(
-                self.client, resource, namespace, label_selector=label_selector, settings=self.settings
+                self.client,
+                resource,
+                namespace,
+                label_selector=label_selector,
+                settings=self.settings,
+                transform=self._transforms.get(resource),
             )
             self._informers[key] = informer
             if self._started:
@@ -75,22 +89,23 @@ class Cache:
         return all(results)
 
     def get(self, resource: Resource, name: str, namespace: str = "") -> Object | None:
-        """A deep copy of the cached object, or None when it does not exist (as far as the cache knows)."""
-        obj = self._lookup(resource, namespace).store.get(namespace, name)
-        return copy.deepcopy(obj) if obj is not None else None
+        """A copy of the cached object, or None when it does not exist (as far as the cache knows)."""
+        return self._lookup(resource, namespace).store.get(namespace, name)
 
     def list(
         self, resource: Resource, namespace: str | None = None, *, labels: dict[str, str] | None = None
     ) -> list[Object]:
-        """Deep copies of the cached objects in a namespace (or all), optionally matching labels exactly."""
+        """Copies of the cached objects in a namespace (or all), optionally matching labels exactly."""
         informer = self._lookup(resource, namespace or "")
         if labels:
             key, value = next(iter(labels.items()))
             candidates: Iterable[Object] = informer.store.by_index(LABEL_INDEX, f"{key}={value}")
+        elif namespace is not None:
+            candidates = informer.store.in_namespace(namespace)
         else:
             candidates = informer.store
         return [
-            copy.deepcopy(obj)
+            obj
             for obj in candidates
             if (namespace is None or obj.get("metadata", {}).get("namespace", "") == namespace)
             and _matches(obj, labels)
@@ -99,9 +114,9 @@ class Cache:
     def by_owner(
         self, resource: Resource, owner_uid: str, namespace: str | None = None
     ) -> builtins.list[Object]:
-        """Deep copies of the cached objects owned by `owner_uid`."""
+        """Copies of the cached objects owned by `owner_uid`."""
         informer = self._lookup(resource, namespace or "")
-        return [copy.deepcopy(o) for o in informer.store.by_index(OWNER_INDEX, owner_uid)]
+        return informer.store.by_index(OWNER_INDEX, owner_uid)
 
     def keys(self, resource: Resource) -> Iterable[tuple[str, str]]:
         """Every cached (namespace, name) of a resource, across all its informers."""

@@ -3,7 +3,9 @@
 A controller watches its own kind (`EnqueueForObject`), the objects it owns (`EnqueueForOwner`: a change to
 a child re-queues the parent named in the child's controller ownerReference), and anything else through a
 mapping function (`EnqueueMapped`: e.g. a ConfigMap change re-queues every InferenceService). Predicates
-filter notifications before they become keys; the payload itself is never passed on, only the key.
+filter notifications before they become keys; the payload itself is never passed on, only the key. A
+mapping watch can fan out to every object of a kind, so its keys can be spread over time through a token
+bucket (`SpreadThroughBucket`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from manager.client import Object, name_of, namespace_of
+from manager.ratelimit import TokenBucket
 from manager.reconcile import Request
 
 
@@ -20,6 +23,33 @@ class Enqueuer(Protocol):
 
     def add(self, item: Request) -> None:
         """Queue a key."""
+
+
+class DelayingQueue(Protocol):
+    """A queue that can schedule a key for later (the controller's work queue)."""
+
+    def add_after(self, item: Request, delay: float) -> None:
+        """Queue a key after `delay` seconds (at once when 0)."""
+
+    def is_queued(self, item: Request) -> bool:
+        """Whether the key will run without another add."""
+
+
+class SpreadThroughBucket:
+    """An `Enqueuer` that spreads keys over time through a token bucket (see `manager.ratelimit`).
+
+    Meant for fan-out watches, where one event maps to many keys: the first `burst` keys are queued at once,
+    the rest at the bucket's rate. A key that is already queued to run takes no token; a key that waits
+    with a later deadline is moved forward to its slot, since the queue keeps the earliest deadline.
+    """
+
+    def __init__(self, queue: DelayingQueue, bucket: TokenBucket) -> None:
+        self.queue = queue
+        self.bucket = bucket
+
+    def add(self, item: Request) -> None:
+        if not self.queue.is_queued(item):
+            self.queue.add_after(item, self.bucket.reserve())
 
 
 class Predicate(Protocol):

@@ -27,14 +27,18 @@ or in this one), following client-go's reflector wherever it has an answer:
 * Handlers run inline and must be cheap (they only enqueue keys); a handler that raises is logged and does
   not stop the informer.
 
-The store holds the objects exactly as the server sent them. Readers must not mutate what they get; the
-cache hands out deep copies.
+The store holds the objects as the server sent them, minus `metadata.managedFields` and minus whatever an
+optional `transform` drops (controller-runtime's cache `TransformFunc`: a controller that caches every pod
+of a kind but reads only their labels and status need not hold their specs), kept as compact JSON (see
+`Store`): every read decodes a fresh copy, which readers may modify. Handlers get the decoded event object
+itself and must not modify it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -52,6 +56,10 @@ Key = tuple[str, str]
 
 IndexFunc = Callable[[Object], Iterable[str]]
 """Maps an object to the index values it is found under."""
+
+Transform = Callable[[Object], Object]
+"""Shrinks an object before it is stored (may modify it in place); must keep metadata name, namespace,
+uid and resourceVersion, and everything the readers and index functions of the cache use."""
 
 OWNER_INDEX = "owner-uid"
 """Index of objects by the uid of each of their owners."""
@@ -88,62 +96,102 @@ class EventHandler(Protocol):
         """An object is gone; `obj` is its last known state."""
 
 
+class _Entry:
+    """One stored object: its identity, its compact JSON encoding, and the index values it is filed under."""
+
+    __slots__ = ("data", "indexed", "uid", "version")
+
+    def __init__(self, uid: str, version: str, data: bytes, indexed: tuple[tuple[str, str], ...]) -> None:
+        self.uid = uid
+        self.version = version
+        self.data = data
+        self.indexed = indexed
+
+
 class Store:
-    """Objects by key, with secondary indexes kept in step on every change."""
+    """Objects by key, with secondary indexes kept in step on every change.
+
+    Each object is kept as its compact JSON encoding, not as the decoded dicts: a decoded object costs five
+    to six times its JSON size in Python objects (measured per kind in docs/benchmarks.md), which is what
+    limited the manager to a few thousand InferenceServices per GiB. Every read decodes a fresh object, which
+    replaces the deep copy reads made before (and costs less than it). The uid, resourceVersion and index
+    values are kept beside the bytes, so that an unchanged object on a re-list and the removal of a key need
+    no decoding.
+    """
 
     def __init__(self, index_funcs: Mapping[str, IndexFunc]) -> None:
-        self._items: dict[Key, Object] = {}
+        self._items: dict[Key, _Entry] = {}
         self._index_funcs = dict(index_funcs)
         self._indexes: dict[str, dict[str, set[Key]]] = {name: {} for name in self._index_funcs}
 
     def get(self, namespace: str, name: str) -> Object | None:
-        """The stored object, or None."""
-        return self._items.get((namespace, name))
+        """A freshly decoded copy of the stored object, or None."""
+        entry = self._items.get((namespace, name))
+        return _decode(entry.data) if entry is not None else None
+
+    def identity(self, namespace: str, name: str) -> tuple[str, str] | None:
+        """(uid, resourceVersion) of the stored object, without decoding it; None when absent."""
+        entry = self._items.get((namespace, name))
+        return (entry.uid, entry.version) if entry is not None else None
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __iter__(self) -> Iterator[Object]:
-        return iter(list(self._items.values()))
+        return iter([_decode(entry.data) for entry in list(self._items.values())])
+
+    def in_namespace(self, namespace: str) -> list[Object]:
+        """Decoded copies of the objects of one namespace (the others are not decoded)."""
+        return [_decode(entry.data) for key, entry in list(self._items.items()) if key[0] == namespace]
 
     def all_keys(self) -> list[Key]:
         """All keys."""
         return list(self._items)
 
     def by_index(self, name: str, value: str) -> list[Object]:
-        """The objects an index maps `value` to."""
+        """Decoded copies of the objects an index maps `value` to."""
         keys = self._indexes[name].get(value, ())
-        return [self._items[k] for k in sorted(keys)]
+        return [_decode(self._items[k].data) for k in sorted(keys)]
 
-    def put(self, obj: Object) -> Object | None:
-        """Store `obj`; returns what it replaced."""
+    def put(self, obj: Object) -> None:
+        """Store `obj` (replacing what was stored under its key)."""
         key = key_of(obj)
         old = self._items.get(key)
         if old is not None:
             self._unindex(key, old)
-        self._items[key] = obj
-        for name, func in self._index_funcs.items():
-            index = self._indexes[name]
-            for value in func(obj):
-                index.setdefault(value, set()).add(key)
-        return old
+        indexed = tuple((name, value) for name, func in self._index_funcs.items() for value in func(obj))
+        meta = obj.get("metadata", {})
+        self._items[key] = _Entry(
+            str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""), _encode(obj), indexed
+        )
+        for name, value in indexed:
+            self._indexes[name].setdefault(value, set()).add(key)
 
     def remove(self, key: Key) -> Object | None:
-        """Drop a key; returns what was stored."""
+        """Drop a key; returns (a decoded copy of) what was stored."""
         old = self._items.pop(key, None)
-        if old is not None:
-            self._unindex(key, old)
-        return old
+        if old is None:
+            return None
+        self._unindex(key, old)
+        return _decode(old.data)
 
-    def _unindex(self, key: Key, obj: Object) -> None:
-        for name, func in self._index_funcs.items():
+    def _unindex(self, key: Key, entry: _Entry) -> None:
+        for name, value in entry.indexed:
             index = self._indexes[name]
-            for value in func(obj):
-                keys = index.get(value)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del index[value]
+            keys = index.get(value)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[value]
+
+
+def _encode(obj: Object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _decode(data: bytes) -> Object:
+    obj: Object = json.loads(data)
+    return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +224,13 @@ class Informer:
         *,
         label_selector: str | None = None,
         settings: WatchSettings | None = None,
+        transform: Transform | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
+        self.transform = transform
         self.settings = settings or WatchSettings()
         self.store = Store({OWNER_INDEX: owner_uids, LABEL_INDEX: label_pairs})
         self._handlers: list[EventHandler] = []
@@ -360,15 +410,19 @@ class Informer:
         # managedFields are a third to a half of a typical object and no reader of the cache needs them
         # (controller-runtime's TransformStripManagedFields); a PUT without them keeps the server's.
         obj.get("metadata", {}).pop("managedFields", None)
+        if self.transform is not None:
+            obj = self.transform(obj)
         key = key_of(obj)
-        old = self.store.get(*key)
-        if old is not None and _uid(old) != _uid(obj):
+        identity = self.store.identity(*key)
+        if identity is not None and identity[0] != _uid(obj):
             # Deleted and re-created under the same name while we were not watching.
-            self.store.remove(key)
-            self._emit_delete(old)
-            old = None
-        if old is not None and _version(old) == _version(obj):
+            gone = self.store.remove(key)
+            if gone is not None:
+                self._emit_delete(gone)
+            identity = None
+        if identity is not None and identity[1] == _version(obj):
             return
+        old = self.store.get(*key) if identity is not None and self._handlers else None
         self.store.put(obj)
         for handler in self._handlers:
             if old is None:

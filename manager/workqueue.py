@@ -189,6 +189,10 @@ class WorkQueue(Generic[K]):
         if deadline < self._timer_deadline:
             self._arm_timer()
 
+    def is_queued(self, item: K) -> bool:
+        """True when ``item`` will run without another add: it is ready, or was re-added while processing."""
+        return item in self._dirty
+
     def add_rate_limited(self, item: K) -> None:
         """Queue ``item`` after the rate limiter's delay for it (the retry path after a failure)."""
         if self._shutting_down:
