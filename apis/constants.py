@@ -48,6 +48,10 @@ TRAINED_MODEL_ISVC_LABEL: Final = "inferenceservice"
 TRAINED_MODEL_ALLOCATED_LABEL: Final = "serving.kserve.io/trainedmodel-allocated"
 KNATIVE_VISIBILITY_LABEL: Final = "networking.knative.dev/visibility"
 CLUSTER_LOCAL_VISIBILITY: Final = "cluster-local"
+NETWORK_VISIBILITY_LABEL: Final = "networking.kserve.io/visibility"
+"""RawDeployment's cluster-local switch (value `cluster-local`): no Ingress."""
+RAW_APP_LABEL: Final = "app"
+"""RawDeployment: selects a component's pods, value `isvc.<component name>` (`raw_app_label`)."""
 
 # --- Annotations: InferenceService ----------------------------------------------------------------
 DEPLOYMENT_MODE_ANNOTATION: Final = "serving.kserve.io/deploymentMode"
@@ -116,7 +120,9 @@ DEFAULT_MIN_REPLICAS: Final = 1
 
 # --- Autoscaling enums (validation) ---------------------------------------------------------------
 AUTOSCALER_CLASS_HPA: Final = "hpa"
-AUTOSCALER_CLASSES: Final = (AUTOSCALER_CLASS_HPA,)
+AUTOSCALER_CLASS_EXTERNAL: Final = "external"
+"""RawDeployment without an HPA: something else (e.g. KEDA) scales the Deployment (KServe v0.12+)."""
+AUTOSCALER_CLASSES: Final = (AUTOSCALER_CLASS_HPA, AUTOSCALER_CLASS_EXTERNAL)
 HPA_METRICS: Final = ("cpu", "memory")
 KPA_METRICS: Final = ("concurrency", "rps")
 LOGGER_MODES: Final = ("all", "request", "response")
@@ -141,6 +147,11 @@ def model_configmap_name(isvc_name: str, shard: int = 0) -> str:
 def component_name(isvc_name: str, component: str) -> str:
     """The Knative Service / Deployment of a component: `<isvc>-<component>`."""
     return f"{isvc_name}-{component}"
+
+
+def raw_app_label(component_name: str) -> str:
+    """The `app` label value of a RawDeployment component's pods (KServe `GetRawServiceLabel`)."""
+    return f"isvc.{component_name}"
 
 
 def legacy_component_name(isvc_name: str, component: str) -> str:

@@ -24,3 +24,8 @@ VIRTUAL_SERVICES: Final = Resource(
     ISTIO_NETWORKING_GROUP, ISTIO_NETWORKING_VERSION, "virtualservices", VIRTUAL_SERVICE_KIND
 )
 DEPLOYMENTS: Final = Resource("apps", "v1", "deployments", "Deployment")
+HORIZONTAL_POD_AUTOSCALERS: Final = Resource(
+    "autoscaling", "v1", "horizontalpodautoscalers", "HorizontalPodAutoscaler"
+)
+"""autoscaling/v1: the one HPA version Kubernetes 1.20 and current releases serve (reconcilers/hpa.py)."""
+INGRESSES: Final = Resource("networking.k8s.io", "v1", "ingresses", "Ingress")

@@ -2,7 +2,10 @@
 
 This is controller-runtime's controller, reduced to what matters for correctness:
 
-* `Builder` wires sources the way `builder.ControllerManagedBy(mgr).For().Owns().Watches()` does.
+* `Builder` wires sources the way `builder.ControllerManagedBy(mgr).For().Owns().Watches()` does; keys
+  from `Watches` mappers (one event, possibly every object of a kind) can be spread through a token bucket
+  shared by the controller's mapping watches (`with_fanout_limit`), so a fan-out cannot flood the API
+  server. controller-runtime has no such limit; its client's QPS limit bounds every request instead.
 * Each reconcile runs with a fresh reconcile id in its log context.
 * The outcome decides what happens to the key, exactly as in controller-runtime's reconcileHandler:
   `Result(requeue_after=d)` resets the backoff and re-queues after d; success resets the backoff;
@@ -30,11 +33,14 @@ from manager.handlers import (
     EnqueueForObject,
     EnqueueForOwner,
     EnqueueMapped,
+    Enqueuer,
     Predicate,
+    SpreadThroughBucket,
 )
 from manager.informer import EventHandler
 from manager.logs import log_context
 from manager.metrics import ControllerMetrics, Metrics, ReconcileResult
+from manager.ratelimit import TokenBucket
 from manager.reconcile import Reconciler, Request, Result
 from manager.workqueue import QueueShutDown, WorkQueue
 
@@ -170,9 +176,12 @@ class Builder:
         self._name: str | None = None
         self._for: tuple[Resource, Sequence[Predicate]] | None = None
         self._owns: list[tuple[Resource, Sequence[Predicate]]] = []
-        self._watches: list[tuple[Resource, str | None, Callable[[Object], Iterable[Request]]]] = []
+        self._watches: list[
+            tuple[Resource, str | None, str | None, Callable[[Object], Iterable[Request]]]
+        ] = []
         self._max_concurrent = 1
         self._reconcile_timeout: float | None = None
+        self._fanout: tuple[float, int] | None = None
 
     def named(self, name: str) -> Builder:
         """The controller's name (metrics label, log field, queue name)."""
@@ -195,14 +204,24 @@ class Builder:
         mapper: Callable[[Object], Iterable[Request]],
         *,
         namespace: str | None = None,
+        label_selector: str | None = None,
     ) -> Builder:
-        """Any other kind: `mapper` turns a changed object into keys of the primary kind."""
-        self._watches.append((resource, namespace, mapper))
+        """Any other kind: `mapper` turns a changed object into keys of the primary kind.
+
+        `namespace` and `label_selector` narrow the informer (and what it caches), shared with any other
+        reader of the same resource, namespace and selector."""
+        self._watches.append((resource, namespace, label_selector, mapper))
         return self
 
     def with_max_concurrent_reconciles(self, n: int) -> Builder:
         """How many keys are reconciled at once."""
         self._max_concurrent = n
+        return self
+
+    def with_fanout_limit(self, rate: float, burst: int) -> Builder:
+        """Spread the keys of every `watches` mapper through one bucket: `burst` at once, then `rate`/s."""
+        TokenBucket(rate, burst)  # validates now rather than at complete()
+        self._fanout = (rate, burst)
         return self
 
     def with_reconcile_timeout(self, seconds: float | None) -> Builder:
@@ -223,15 +242,18 @@ class Builder:
             max_concurrent_reconciles=self._max_concurrent,
             reconcile_timeout=self._reconcile_timeout,
         )
-        handlers: list[tuple[Resource, str | None, EventHandler]] = [
-            (primary, None, EnqueueForObject(controller.queue, predicates))
+        handlers: list[tuple[Resource, str | None, str | None, EventHandler]] = [
+            (primary, None, None, EnqueueForObject(controller.queue, predicates))
         ]
         for resource, owned_predicates in self._owns:
             owner_handler = EnqueueForOwner(controller.queue, primary.group, primary.kind, owned_predicates)
-            handlers.append((resource, None, owner_handler))
-        for resource, namespace, mapper in self._watches:
-            handlers.append((resource, namespace, EnqueueMapped(controller.queue, mapper)))
-        for resource, namespace, handler in handlers:
-            self._cache.informer(resource, namespace).add_handler(handler)
+            handlers.append((resource, None, None, owner_handler))
+        mapped: Enqueuer = controller.queue
+        if self._fanout is not None:
+            mapped = SpreadThroughBucket(controller.queue, TokenBucket(*self._fanout))
+        for resource, namespace, selector, mapper in self._watches:
+            handlers.append((resource, namespace, selector, EnqueueMapped(mapped, mapper)))
+        for resource, namespace, selector, handler in handlers:
+            self._cache.informer(resource, namespace, label_selector=selector).add_handler(handler)
         self._register(controller)
         return controller

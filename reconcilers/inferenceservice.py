@@ -5,7 +5,8 @@ object from the cache, keeps the finalizer `inferenceservice.finalizers`, writes
 and reports problems. One pass, level-based, in KServe v0.11's order (§3.2 of the behaviour reference):
 
 1. `inferenceservice-config` from the cache; the deployment mode (annotation, else `deploy`), which picks the
-   backend (`reconcilers.backend`; Serverless is `reconcilers.serverless`);
+   backend (`reconcilers.backend`; Serverless is `reconcilers.serverless`, RawDeployment `reconcilers.raw`;
+   ModelMesh is refused with UnsupportedDeploymentMode);
 2. the model-config ConfigMap of a multi-model predictor (for TrainedModels), before runtime selection, so
    it exists even when no runtime serves the predictor;
 3. per component (predictor, transformer, explainer): build it (`reconcilers.components`) and hand it to the
@@ -48,6 +49,7 @@ from reconcilers.backend import DeploymentBackend
 from reconcilers.components import REASON_INVALID_CONFIG, ComponentBuilder, ComponentSpecError
 from reconcilers.ingress import IngressConfigError
 from reconcilers.modelconfig import ensure_model_config
+from reconcilers.raw import RawBackend
 from reconcilers.serverless import ServerlessBackend
 
 log = logging.getLogger(__name__)
@@ -154,7 +156,7 @@ class InferenceServiceKind(Kind[InferenceService]):
             supported = ", ".join(f'"{m}"' for m in self.backends)
             raise UserProblem(
                 REASON_UNSUPPORTED_MODE,
-                f'deployment mode "{mode}" is not supported by this controller; only {supported} is '
+                f'deployment mode "{mode}" is not supported by this controller; it supports {supported} '
                 f"(set by annotation {c.DEPLOYMENT_MODE_ANNOTATION} or config key deploy)",
                 condition=c.PREDICTOR_READY,
             )
@@ -239,7 +241,7 @@ def inferenceservice_reconciler(
         cache,
         recorder,
         config_namespace=config_namespace,
-        backends=[ServerlessBackend(client, cache, pods=pods)],
+        backends=[ServerlessBackend(client, cache, pods=pods), RawBackend(client, cache, pods=pods)],
     )
     return KindReconciler(
         kind,

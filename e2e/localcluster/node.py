@@ -51,6 +51,9 @@ KCM_PORT = 10257
 SCHEDULER_PORT = 10259
 KUBELET_HEALTHZ_PORT = 10248
 KUBE_PROXY_HEALTHZ_PORT = 10256
+MAX_PODS = 250
+"""The kubelet's default is 110; the e2e suite's steady-state test alone runs 100 light model pods beside
+the system pods and the pods of namespaces still being deleted."""
 CNI_NETWORK = "kserve-node"
 BRIDGE = "cni0"
 COMMAND_TIMEOUT_S = 30.0
@@ -534,7 +537,8 @@ def cni_config(net: NodeNetwork, paths: NodePaths) -> dict[str, object]:
 def kubelet_config(net: NodeNetwork, paths: NodePaths, ca_cert: Path, cgroup: str) -> dict[str, object]:
     """KubeletConfiguration for a node that shares a machine: cgroupfs under our own cgroup root, no node
     allocatable enforcement or eviction (the machine's other work is not the kubelet's business), swap
-    tolerated, and webhook authentication/authorisation against the API server (kubectl logs/exec)."""
+    tolerated, webhook authentication/authorisation against the API server (kubectl logs/exec), and room
+    for `MAX_PODS` pods."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -559,6 +563,7 @@ def kubelet_config(net: NodeNetwork, paths: NodePaths, ca_cert: Path, cgroup: st
         "evictionHard": {},
         "imageGCHighThresholdPercent": 100,
         "serializeImagePulls": False,
+        "maxPods": MAX_PODS,
     }
 
 

@@ -66,6 +66,10 @@ ALLOWED = [
         id="watch-cluster-storage-containers",
     ),
     pytest.param(attrs("create", "events"), id="create-event"),
+    pytest.param(attrs("create", "deployments", "apps"), id="create-raw-deployment"),
+    pytest.param(attrs("delete", "services"), id="delete-raw-service"),
+    pytest.param(attrs("patch", "horizontalpodautoscalers", "autoscaling"), id="patch-raw-hpa"),
+    pytest.param(attrs("watch", "ingresses", "networking.k8s.io", namespace=None), id="watch-raw-ingresses"),
     pytest.param(attrs("update", "configmaps"), id="update-modelconfig-configmap"),
     pytest.param(
         attrs("watch", "configmaps", namespace=MANAGER_NAMESPACE), id="watch-configmaps-own-namespace"
@@ -93,7 +97,12 @@ FORBIDDEN = [
     pytest.param(attrs("create", "secrets"), id="create-secret"),
     pytest.param(attrs("update", "secrets"), id="update-secret"),
     pytest.param(attrs("delete", "secrets"), id="delete-secret"),
-    pytest.param(attrs("create", "deployments", "apps"), id="create-deployment"),
+    pytest.param(attrs("update", "deployments", "apps"), id="update-deployment"),
+    pytest.param(attrs("get", "deployments", "apps"), id="get-deployment"),
+    pytest.param(attrs("create", "statefulsets", "apps"), id="create-statefulset"),
+    pytest.param(attrs("patch", "deployments", "apps", subresource="scale"), id="scale-deployment"),
+    pytest.param(attrs("update", "ingresses", "networking.k8s.io"), id="update-ingress"),
+    pytest.param(attrs("delete", "endpoints"), id="delete-endpoints"),
     pytest.param(attrs("update", "namespaces", namespace=None, name="default"), id="update-namespace"),
     pytest.param(attrs("delete", "namespaces", namespace=None, name="default"), id="delete-namespace"),
     pytest.param(attrs("delete", "configmaps"), id="delete-configmap"),
@@ -103,7 +112,6 @@ FORBIDDEN = [
     pytest.param(attrs("list", "configmaps", namespace=None), id="list-configmaps-cluster-wide"),
     pytest.param(attrs("create", "pods"), id="create-pod"),
     pytest.param(attrs("delete", "pods"), id="delete-pod"),
-    pytest.param(attrs("delete", "services"), id="delete-service"),
     pytest.param(attrs("delete", "inferenceservices", "serving.kserve.io"), id="delete-isvc"),
     pytest.param(
         attrs("create", "clusterstoragecontainers", "serving.kserve.io", namespace=None),
@@ -168,6 +176,7 @@ async def test_real_requests_with_the_service_account_token(env: Env, admin: Cli
             },
         },
     }
+    created = await admin.create(DEPLOYMENTS, deployment)
     async with manager_client(env) as own:
         fetched = await own.get(SECRETS, "storage-config", namespace)
         assert fetched["data"]["key"] == secret["data"]["key"]
@@ -176,7 +185,8 @@ async def test_real_requests_with_the_service_account_token(env: Env, admin: Cli
         with pytest.raises(Forbidden):
             await own.list_page(SECRETS)
         with pytest.raises(Forbidden):
-            await own.create(DEPLOYMENTS, deployment)
+            # RawDeployment mode creates, patches and deletes Deployments; it never replaces one.
+            await own.replace(DEPLOYMENTS, {**created, "spec": {**created["spec"], "paused": True}})
         with pytest.raises(Forbidden):
             await own.delete(CONFIGMAPS, "inferenceservice-config", MANAGER_NAMESPACE)
         with pytest.raises(Forbidden):

@@ -14,14 +14,16 @@ import pytest
 
 from apis.resources import (
     CLUSTER_SERVING_RUNTIMES,
+    DEPLOYMENTS,
     INFERENCE_SERVICES,
+    INGRESSES,
     KNATIVE_SERVICES,
     TRAINED_MODELS,
     VIRTUAL_SERVICES,
 )
 from e2e.knative_double import FAIL_REVISION_ANNOTATION
 from e2e.localcluster.cluster import LocalCluster
-from manager.client import CONFIGMAPS, SERVICES, Object
+from manager.client import CONFIGMAPS, PODS, SERVICES, Object, Resource
 from manager.errors import NotFound
 from manager.reconcile import Request
 from tests.integration.isvc_harness import (
@@ -387,16 +389,189 @@ async def test_broken_config_json_and_missing_configmap(h: Harness) -> None:
     assert "inferenceservice-config not found" in condition(missing, "Ready")["message"]
 
 
-@pytest.mark.parametrize("mode", ["RawDeployment", "ModelMesh"])
-async def test_other_deployment_modes_are_refused_clearly(h: Harness, mode: str) -> None:
+async def test_model_mesh_is_refused_clearly(h: Harness) -> None:
     ns = h.namespace
-    obj = sklearn_isvc(ns, "raw")
-    obj["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": mode}
+    obj = sklearn_isvc(ns, "mm")
+    obj["metadata"]["annotations"] = {"serving.kserve.io/deploymentMode": "ModelMesh"}
     await h.create(obj)
-    isvc = await h.isvc_when("raw", lambda o: condition(o, "Ready").get("status") == "False")
+    isvc = await h.isvc_when("mm", lambda o: condition(o, "Ready").get("status") == "False")
     assert condition(isvc, "Ready")["reason"] == "UnsupportedDeploymentMode"
-    assert mode in condition(isvc, "Ready")["message"]
-    assert not await get_or_empty(h, KNATIVE_SERVICES, "raw-predictor")
+    assert "ModelMesh" in condition(isvc, "Ready")["message"]
+    assert not await get_or_empty(h, KNATIVE_SERVICES, "mm-predictor")
+    assert not await get_or_empty(h, DEPLOYMENTS, "mm-predictor")
+
+
+# --- RawDeployment ------------------------------------------------------------------------------------
+
+RAW = {"serving.kserve.io/deploymentMode": "RawDeployment"}
+HPA_V2BETA2 = Resource("autoscaling", "v2beta2", "horizontalpodautoscalers", "HorizontalPodAutoscaler")
+
+
+def raw_isvc(ns: str, name: str, annotations: dict[str, str] | None = None, **spec: Any) -> Object:
+    obj = sklearn_isvc(ns, name, **spec)
+    obj["metadata"]["annotations"] = {**RAW, **(annotations or {})}
+    return obj
+
+
+async def resync_writes(h: Harness) -> float:
+    """Writes made by a forced resync of every informer once the controllers are idle."""
+    await h.settle(quiet=1.0)
+    before = h.writes()
+    for informer in h.manager.cache.informers:
+        informer.resync()
+    await h.settle(quiet=1.0)
+    return h.writes() - before
+
+
+async def test_raw_children_are_kserves_and_steady_state_writes_nothing(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(raw_isvc(ns, "raw", minReplicas=1, predictor={"maxReplicas": 3}))
+    # No node runs the pod: the real Deployment controller reports it unavailable, with its reason.
+    isvc = await h.isvc_when(
+        "raw", lambda o: condition(o, "PredictorReady").get("reason") == "MinimumReplicasUnavailable"
+    )
+    assert condition(isvc, "Ready")["reason"] == "MinimumReplicasUnavailable"
+    assert condition(isvc, "IngressReady")["reason"] == "Predictor ingress not created"
+
+    deployment = await h.client.get(DEPLOYMENTS, "raw-predictor", ns)
+    app = {"app": "isvc.raw-predictor"}
+    assert deployment["metadata"]["labels"] == {
+        "serving.kserve.io/inferenceservice": "raw",
+        "component": "predictor",
+        **app,
+    }
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == isvc["metadata"]["uid"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["selector"] == {"matchLabels": app}
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"},
+    }
+    assert (spec["revisionHistoryLimit"], spec["progressDeadlineSeconds"]) == (10, 600)
+    pod = spec["template"]
+    assert pod["metadata"]["labels"]["app"] == "isvc.raw-predictor"
+    assert pod["metadata"]["annotations"]["internal.serving.kserve.io/storage-initializer-sourceuri"]
+    container = pod["spec"]["containers"][0]
+    assert container["name"] == "kserve-container"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["readinessProbe"]["tcpSocket"] == {"port": 8080}
+
+    service = await h.client.get(SERVICES, "raw-predictor", ns)
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == app
+    assert service["spec"]["ports"] == [
+        {"name": "raw-predictor", "protocol": "TCP", "port": 80, "targetPort": 8080}
+    ]
+
+    hpa = await h.client.get(HPA_V2BETA2, "raw-predictor", ns)
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "raw-predictor",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+        }
+    ]
+    assert not await get_or_empty(h, INGRESSES, "raw")
+    assert await resync_writes(h) == 0
+
+
+async def test_raw_pod_failure_reaches_the_inferenceservice_with_the_pods_reason(h: Harness) -> None:
+    """A raw pod's status change re-queues its InferenceService, whose Ready then names the pod's reason.
+
+    No node runs the pod here, so the test writes the status a kubelet writes for an image it cannot pull;
+    the Deployment's own status does not change with it. Autoscaler class `external`: no HPA, whose status
+    updates (no metrics offline) would re-queue the InferenceService every 15 s anyway."""
+    ns = h.namespace
+    await h.create(raw_isvc(ns, "pf", {"serving.kserve.io/autoscalerClass": "external"}))
+    await h.isvc_when(
+        "pf", lambda o: condition(o, "PredictorReady").get("reason") == "MinimumReplicasUnavailable"
+    )
+
+    async def the_pod() -> Object:
+        page = await h.client.list_page(PODS, ns, label_selector="app=isvc.pf-predictor")
+        items = page.get("items") or []
+        return items[0] if items else {}
+
+    pod = await h.until(the_pod, bool)
+    waiting = {"reason": "ErrImagePull", "message": 'failed to pull image "kserve/sklearnserver:nope"'}
+    pod["status"]["containerStatuses"] = [
+        {
+            "name": "kserve-container",
+            "ready": False,
+            "restartCount": 0,
+            "image": "kserve/sklearnserver:nope",
+            "imageID": "",
+            "state": {"waiting": waiting},
+        }
+    ]
+    await h.client.replace_status(PODS, pod)
+    isvc = await h.isvc_when("pf", lambda o: condition(o, "PredictorReady").get("reason") == "ErrImagePull")
+    message = f'container "kserve-container" of pod "{pod["metadata"]["name"]}": {waiting["message"]}'
+    assert condition(isvc, "PredictorReady")["message"] == message
+    assert (condition(isvc, "Ready")["status"], condition(isvc, "Ready")["reason"]) == (
+        "False",
+        "ErrImagePull",
+    )
+
+
+async def test_raw_memory_metric_reaches_the_hpa_through_autoscaling_v1(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(raw_isvc(ns, "mem", predictor={"scaleMetric": "memory", "scaleTarget": 70}))
+    hpa = await h.until(lambda: h.client.get(HPA_V2BETA2, "mem-predictor", ns), bool)
+    assert hpa["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {"name": "memory", "target": {"type": "Utilization", "averageUtilization": 70}},
+        }
+    ]
+    await h.settle(quiet=1.0)
+    assert await resync_writes(h) == 0
+
+
+async def test_raw_ready_ingress_then_external_class_cluster_local_and_deletion(h: Harness) -> None:
+    ns = h.namespace
+    await h.create(raw_isvc(ns, "ext", annotations={"serving.kserve.io/autoscalerClass": "external"}))
+    await h.until(lambda: h.client.get(DEPLOYMENTS, "ext-predictor", ns), bool)
+    assert not await get_or_empty(h, HPA_V2BETA2, "ext-predictor")
+    # Without an HPA the Deployment's replicas are someone else's: scaled to 0, it is Available.
+    await h.client.patch(DEPLOYMENTS, "ext-predictor", {"spec": {"replicas": 0}}, ns)
+    isvc = await h.ready("ext")
+    assert isvc["status"]["url"] == f"http://ext-{ns}.example.com"
+    assert isvc["status"]["address"]["url"] == f"http://ext-predictor.{ns}.svc.cluster.local"
+    assert isvc["status"]["components"]["predictor"]["url"] == f"http://ext-predictor-{ns}.example.com"
+    ingress = await h.client.get(INGRESSES, "ext", ns)
+    hosts = [
+        (r["host"], r["http"]["paths"][0]["backend"]["service"]["name"]) for r in ingress["spec"]["rules"]
+    ]
+    assert hosts == [
+        (f"ext-{ns}.example.com", "ext-predictor"),
+        (f"ext-predictor-{ns}.example.com", "ext-predictor"),
+    ]
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["pathType"] == "Prefix"
+    assert ingress["spec"]["ingressClassName"] == "istio"
+    assert await resync_writes(h) == 0
+    assert (await h.client.get(DEPLOYMENTS, "ext-predictor", ns))["spec"]["replicas"] == 0
+
+    await h.update_spec(
+        "ext",
+        lambda o: (
+            o["metadata"]
+            .setdefault("labels", {})
+            .update({"networking.kserve.io/visibility": "cluster-local"})
+        ),
+    )
+    await h.until(lambda: get_or_empty(h, INGRESSES, "ext"), lambda o: not o)
+    assert condition(await h.ready("ext"), "IngressReady")["status"] == "True"
+
+    await h.client.delete(INFERENCE_SERVICES, "ext", ns)
+    for resource in (DEPLOYMENTS, SERVICES):
+        await h.until(partial(get_or_empty, h, resource, "ext-predictor"), lambda o: not o, timeout=60)
 
 
 async def test_steady_state_resync_of_200_makes_no_writes(kubeconfig: Path, namespace: str) -> None:
@@ -492,8 +667,9 @@ async def test_broken_explainers_key_only_concerns_inferenceservices_with_an_exp
         return bool(annotations.get("autoscaling.knative.dev/min-scale") == "2")
 
     await h.until(lambda: get_or_empty(h, KNATIVE_SERVICES, "plain-predictor"), min_scale_two)
-    plain = await h.get("plain")
-    assert condition(plain, "Ready")["status"] == "True"
+    # The new revision rolls out (Ready is Unknown meanwhile), then the object is Ready again.
+    plain = await h.ready("plain")
+    assert condition(plain, "PredictorReady")["status"] == "True"
     assert not [e for e in await h.events("InvalidConfiguration") if e["involvedObject"]["name"] == "plain"]
     await assert_no_retry_loop(h)
 

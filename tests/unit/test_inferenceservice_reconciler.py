@@ -23,7 +23,10 @@ from apis.inferenceservice import InferenceService
 from apis.resources import (
     CLUSTER_SERVING_RUNTIMES,
     CLUSTER_STORAGE_CONTAINERS,
+    DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
     INFERENCE_SERVICES,
+    INGRESSES,
     KNATIVE_SERVICES,
     SERVING_RUNTIMES,
     TRAINED_MODELS,
@@ -134,6 +137,9 @@ def new_cluster() -> tuple[FakeCluster, KindReconciler[InferenceService]]:
         SERVING_RUNTIMES,
         CLUSTER_SERVING_RUNTIMES,
         CLUSTER_STORAGE_CONTAINERS,
+        DEPLOYMENTS,
+        HORIZONTAL_POD_AUTOSCALERS,
+        INGRESSES,
     ):
         cluster.watch(resource)
     cluster.watch(CONFIGMAPS, CONFIG_NS)
@@ -157,6 +163,9 @@ KINDS = (
     KNATIVE_SERVICES,
     SERVICES,
     VIRTUAL_SERVICES,
+    DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
+    INGRESSES,
     CLUSTER_SERVING_RUNTIMES,
     CONFIGMAPS,
 )
@@ -412,23 +421,23 @@ ROWS = [
         want_events=[f"Warning ConfigMapMissing ConfigMap {CONFIG_NS}/inferenceservice-config not found"],
     ),
     Row(
-        "RawDeployment is not supported yet",
+        "ModelMesh is not supported",
         KEY,
         objects=[
             *BASE,
             (
                 INFERENCE_SERVICES,
-                isvc_obj(finalizer=True, annotations={c.DEPLOYMENT_MODE_ANNOTATION: "RawDeployment"}),
+                isvc_obj(finalizer=True, annotations={c.DEPLOYMENT_MODE_ANNOTATION: "ModelMesh"}),
             ),
         ],
         want_writes=[f"update-status {ISVC}"],
         want_status={"conditions": {"Ready": ("False", "UnsupportedDeploymentMode")}},
         want_events=[
-            'Warning UnsupportedDeploymentMode deployment mode "RawDeployment" is not supported by this '
-            f'controller; only "Serverless" is (set by annotation {c.DEPLOYMENT_MODE_ANNOTATION} or config '
-            "key deploy)"
+            'Warning UnsupportedDeploymentMode deployment mode "ModelMesh" is not supported by this '
+            f'controller; it supports "Serverless", "RawDeployment" (set by annotation '
+            f"{c.DEPLOYMENT_MODE_ANNOTATION} or config key deploy)"
         ],
-        check=absent(KNATIVE_SERVICES, "sk-predictor"),
+        check=all_of(absent(KNATIVE_SERVICES, "sk-predictor"), absent(DEPLOYMENTS, "sk-predictor")),
     ),
     Row(
         "an API failure: InternalError and UpdateFailed, then a retry",

@@ -518,8 +518,8 @@ INVALID = [
     ),
     pytest.param(
         with_predictor({"serving.kserve.io/autoscalerClass": "keda"}),
-        'annotation serving.kserve.io/autoscalerClass "keda" is not a supported autoscaler class; use hpa '
-        "(or remove it for the Knative autoscaler)",
+        'annotation serving.kserve.io/autoscalerClass "keda" is not a supported autoscaler class; use hpa, '
+        "external (or remove it for the Knative autoscaler)",
         id="autoscaler-class",
     ),
     pytest.param(

@@ -61,6 +61,7 @@ def test_kubelet_and_proxy_configuration_fit_a_shared_machine(tmp_path: Path) ->
     assert kubelet["failSwapOn"] is False
     assert kubelet["authentication"]["anonymous"]["enabled"] is False
     assert kubelet["authorization"]["mode"] == "Webhook"
+    assert kubelet["maxPods"] == 250  # the raw steady-state e2e test runs 100 pods beside the others
     proxy: dict[str, Any] = nodecfg.kube_proxy_config(net, tmp_path / "kubeconfig")
     assert proxy["mode"] == "iptables"
     assert proxy["clusterCIDR"] == net.pod_cidr

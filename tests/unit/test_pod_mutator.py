@@ -315,10 +315,46 @@ async def test_existing_metrics_env_and_port_are_merged_not_duplicated() -> None
     assert container(mutated, "queue-proxy")["ports"] == [AGGR_PORT]
 
 
-async def test_aggregation_without_queue_proxy_only_sets_annotations() -> None:
-    mutated = await mutate(make_pod({AGG: "true", PROM: "true"}, queue_proxy=False))
-    assert mutated["spec"]["containers"] == make_pod(queue_proxy=False)["spec"]["containers"]
-    assert annotations_of(mutated) == {AGG: "true", PROM: "true"} | SCRAPE_9088
+PORT_9088 = {"prometheus.io/port": "9088", "prometheus.io/path": "/metrics"}
+PORT_9091 = {"prometheus.io/port": "9091", "prometheus.io/path": "/metrics"}
+
+
+@pytest.mark.parametrize(
+    ("case", "annotations", "defaults", "expect_annotations"),
+    [
+        # KServe's TestMutator_Handle "should mutate isvc pods": a pod with only kserve-container.
+        ("no metricsAggregator key", {}, None, {AGG: "", PROM: ""}),
+        ("both annotations true", {AGG: "true", PROM: "true"}, None, {AGG: "true", PROM: "true"} | PORT_9088),
+        ("scraping only", {PROM: "true"}, None, {AGG: "", PROM: "true"} | PORT_9091),
+        ("defaults both true", {}, ("true", "true"), {AGG: "true", PROM: "true"} | PORT_9088),
+        (
+            "default scraping, aggregation off",
+            {AGG: "false"},
+            ("true", "true"),
+            {AGG: "false", PROM: "true"} | PORT_9091,
+        ),
+        ("scraping annotation false", {PROM: "false"}, ("true", "true"), {AGG: "true", PROM: "false"}),
+    ],
+)
+async def test_raw_pod_metrics_annotations_as_in_kserve(
+    case: str,
+    annotations: dict[str, str],
+    defaults: tuple[str, str] | None,
+    expect_annotations: dict[str, str],
+) -> None:
+    """A RawDeployment pod (no queue-proxy): v0.11's annotations, no env var or port, and no
+    `prometheus.io/scrape`, since nothing in the pod serves the port v0.11 names (README)."""
+    data = None
+    if defaults is not None:
+        data = configmap(
+            metricsAggregator={
+                "enableMetricAggregation": defaults[0],
+                "enablePrometheusScraping": defaults[1],
+            }
+        )
+    mutated = await mutate(make_pod(annotations, queue_proxy=False), data)
+    assert mutated["spec"] == make_pod(queue_proxy=False)["spec"], case
+    assert annotations_of(mutated) == expect_annotations, case
 
 
 # --- storage initializer -------------------------------------------------------------------------------
@@ -1679,6 +1715,196 @@ async def test_existing_agent_is_left_alone() -> None:
     mutated = await mutate(pod)
     assert container(mutated, "agent") == {"name": "agent", "image": "mine"}
     assert env_of(container(mutated, "queue-proxy"))["USER_PORT"] == "8080"
+
+
+# --- RawDeployment pods, without queue-proxy: KServe's TestAgentInjector rows that have none, a whole pod ---
+
+RAW_PROBE = {
+    "tcpSocket": {"port": 8080},
+    "timeoutSeconds": 1,
+    "periodSeconds": 10,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
+"""The probe the raw Deployment gives kserve-container, as the API server hands it to the webhook."""
+RAW_PROBE_ENV = {
+    "name": "SERVING_READINESS_PROBE",
+    # The exact string KServe's tests expect (Go's json.Marshal of the probe).
+    "value": '{"tcpSocket":{"port":8080},"timeoutSeconds":1,"periodSeconds":10,"successThreshold":1,'
+    '"failureThreshold":3}',
+}
+PULLER_ANNOTATIONS = {
+    PULLER: "true",
+    "internal.serving.kserve.io/configVolumeName": "modelconfig-deployment-0",
+    "internal.serving.kserve.io/modelDir": "/mnt/models",
+    "internal.serving.kserve.io/configMountPath": "/mnt/configs",
+}
+PULLER_ARGS = ["--enable-puller", "--config-dir", "/mnt/configs", "--model-dir", "/mnt/models"]
+PULLER_MOUNTS = [
+    {"name": "model-dir", "mountPath": "/mnt/models"},
+    {"name": "model-config", "mountPath": "/mnt/configs"},
+]
+PULLER_VOLUMES = [
+    {"name": "model-dir", "emptyDir": {}},
+    {"name": "model-config", "configMap": {"name": "modelconfig-deployment-0"}},
+]
+LOGGER_ARGS = [
+    "--log-url",
+    "http://httpbin.org/",
+    "--source-uri",
+    "deployment",
+    "--log-mode",
+    "all",
+    "--inference-service",
+    "sklearn",
+    "--namespace",
+    "models",
+    "--endpoint",
+    "",
+    "--component",
+    "predictor",
+]
+
+
+def raw_pod(annotations: Mapping[str, str], model: dict[str, Any]) -> dict[str, Any]:
+    """A pod of a raw Deployment: the component's labels, one model container, no queue-proxy."""
+    pod = make_pod(
+        annotations,
+        containers=[{"readinessProbe": copy.deepcopy(RAW_PROBE), **model}],
+        labels={"app": "isvc.sklearn-predictor", "component": "predictor"},
+    )
+    pod["metadata"]["name"] = "deployment"
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("case", "annotations", "model", "args", "agent_mounts", "model_mounts", "volumes"),
+    [
+        (
+            "AddAgent",
+            PULLER_ANNOTATIONS,
+            {"name": "sklearn"},
+            PULLER_ARGS,
+            PULLER_MOUNTS,
+            None,
+            PULLER_VOLUMES,
+        ),
+        (
+            "KserveContainer has port",
+            PULLER_ANNOTATIONS,
+            {"name": "kserve-container", "ports": [{"name": "serving-port", "containerPort": 80}]},
+            [*PULLER_ARGS, "--component-port", "80"],
+            PULLER_MOUNTS,
+            [{"name": "model-dir", "mountPath": "/mnt/models"}],
+            PULLER_VOLUMES,
+        ),
+        (
+            "logger, raw",
+            {
+                LOGGER: "true",
+                "internal.serving.kserve.io/logger-sink-url": "http://httpbin.org/",
+                "internal.serving.kserve.io/logger-mode": "all",
+            },
+            {"name": "kserve-container"},
+            [*LOGGER_ARGS, "--component-port", "8080"],
+            None,
+            None,
+            None,
+        ),
+        (
+            "batcher, raw",
+            {
+                BATCHER: "true",
+                "internal.serving.kserve.io/batcher-max-batchsize": "30",
+                "internal.serving.kserve.io/batcher-max-latency": "100",
+            },
+            {"name": "kserve-container"},
+            ["--enable-batcher", "--max-batchsize", "30", "--max-latency", "100", "--component-port", "8080"],
+            None,
+            None,
+            None,
+        ),
+    ],
+)
+async def test_raw_pod_agent_as_in_kserve(
+    case: str,
+    annotations: dict[str, str],
+    model: dict[str, Any],
+    args: list[str],
+    agent_mounts: list[dict[str, str]] | None,
+    model_mounts: list[dict[str, str]] | None,
+    volumes: list[dict[str, Any]] | None,
+) -> None:
+    """Without queue-proxy the agent gets the model container's probe as `SERVING_READINESS_PROBE` and no
+    `USER_PORT` is rewritten (KServe's rows use `sklearn` as the first container's name)."""
+    mutated = await mutate(raw_pod(annotations, model))
+    expected_agent: dict[str, Any] = {
+        "name": "agent",
+        "image": "kserve/agent:latest",
+        "args": args,
+        "ports": [{"name": "agent-port", "containerPort": 9081, "protocol": "TCP"}],
+        "env": [RAW_PROBE_ENV],
+        "resources": AGENT_RESOURCES,
+        "securityContext": RESTRICTED,
+        "readinessProbe": AGENT_PROBE,
+    }
+    if agent_mounts is not None:
+        expected_agent["volumeMounts"] = agent_mounts
+    assert [c["name"] for c in mutated["spec"]["containers"]] == [model["name"], "agent"], case
+    assert container(mutated, "agent") == expected_agent, case
+    assert container(mutated, model["name"]).get("volumeMounts") == model_mounts, case
+    assert mutated["spec"].get("volumes") == volumes, case
+
+
+async def test_raw_pod_agent_without_a_probe_gets_null_as_in_kserve() -> None:
+    pod = make_pod({LOGGER: "true"}, containers=[{"name": "kserve-container", "image": "x"}])
+    assert container(await mutate(pod), "agent")["env"] == [
+        {"name": "SERVING_READINESS_PROBE", "value": "null"}
+    ]
+
+
+async def test_raw_pod_gets_storage_initializer_credentials_and_agent() -> None:
+    """A whole raw predictor pod: S3 model, the ServiceAccount's Secret, the logger, scraping on."""
+    lookup = FakeLookup({"models-sa": account("models-sa", "s3creds")}, {"s3creds": S3_SECRET})
+    annotations = {SOURCE_URI: "s3://models/iris", LOGGER: "true"}
+    model = {
+        "name": "kserve-container",
+        "image": "kserve/sklearnserver:v0.11.2",
+        "args": ["--model_name=sklearn", "--model_dir=/mnt/models", "--http_port=8080"],
+    }
+    pod = raw_pod(annotations, model)
+    pod["spec"]["serviceAccountName"] = "models-sa"
+    data = configmap(
+        credentials=json.loads(SHIPPED_DEFAULTS["credentials"]),
+        metricsAggregator={"enableMetricAggregation": "false", "enablePrometheusScraping": "true"},
+    )
+    mutated = await mutate(pod, data, lookup)
+    s3_env = [
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": secret_ref("s3creds", "AWS_ACCESS_KEY_ID")},
+        {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": secret_ref("s3creds", "AWS_SECRET_ACCESS_KEY")},
+        {"name": "S3_USE_HTTPS", "value": "0"},
+        {"name": "S3_ENDPOINT", "value": "minio.minio:9000"},
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio.minio:9000"},
+        {"name": "S3_VERIFY_SSL", "value": "0"},
+        {"name": "awsAnonymousCredential", "value": "false"},
+        {"name": "AWS_DEFAULT_REGION", "value": "us-east-2"},
+        {"name": "S3_USER_VIRTUAL_BUCKET", "value": "false"},
+        {"name": "AWS_CA_BUNDLE", "value": "/etc/ssl/ca.crt"},
+    ]
+    assert mutated["spec"]["initContainers"] == [
+        {**expected_init_container("s3://models/iris"), "env": s3_env}
+    ]
+    assert mutated["spec"]["volumes"] == [{"name": "kserve-provision-location", "emptyDir": {}}]
+    assert container(mutated, "kserve-container") == {
+        **model,
+        "readinessProbe": RAW_PROBE,
+        "volumeMounts": [{"name": "kserve-provision-location", "mountPath": "/mnt/models", "readOnly": True}],
+    }
+    agent = container(mutated, "agent")
+    assert agent["env"] == [RAW_PROBE_ENV, *s3_env]
+    assert agent["args"][-2:] == ["--component-port", "8080"]
+    assert annotations_of(mutated) == annotations | {AGG: "false", PROM: "true"} | PORT_9091
+    assert [c["name"] for c in mutated["spec"]["containers"]] == ["kserve-container", "agent"]
 
 
 # --- accelerator ---------------------------------------------------------------------------------------

@@ -4,8 +4,11 @@ The controller marks a revision with internal annotations (`internal.serving.kse
 `.../batcher`, `.../agent` for the multi-model puller); this injector adds one `agent` container serving on
 9081 and, when Knative's `queue-proxy` is present, points queue-proxy's `USER_PORT` at it so traffic flows
 queue-proxy -> agent -> model. The agent gets a copy of queue-proxy's env taken before that rewrite (it
-needs the model's real port and Knative's probe settings); without queue-proxy (Raw mode) it gets the first
-container's readiness probe as `SERVING_READINESS_PROBE`. Argument order, names, port and probe follow v0.11.
+needs the model's real port and Knative's probe settings); without queue-proxy (RawDeployment pods) it gets
+the first container's readiness probe as `SERVING_READINESS_PROBE` (the JSON `null` when there is none, as
+v0.11 sends: the agent refuses to start without the variable, and reports not ready with "no probe found"),
+and `USER_PORT` is left alone since there is nothing to point at it: the raw Service targets the agent's
+port itself. Argument order, names, port and probe follow v0.11.
 
 Differences from v0.11: without a user securityContext the agent gets the restricted profile (`security`);
 a puller pod without the `configVolumeName` annotation is an admission error instead of a broken volume.
@@ -148,12 +151,9 @@ async def inject_agent(
     if queue_proxy is not None:
         env = copy_json(queue_proxy.get("env") or [])
     else:
-        probe = first.get("readinessProbe")
-        env = (
-            []
-            if probe is None
-            else [{"name": READINESS_PROBE_ENV, "value": json.dumps(probe, separators=(",", ":"))}]
-        )
+        # `null` without a probe, as v0.11 marshals a nil pointer: the agent requires the variable.
+        probe = json.dumps(first.get("readinessProbe"), separators=(",", ":"))
+        env = [{"name": READINESS_PROBE_ENV, "value": probe}]
     security_context = injected_security_context(pod, first)
     container: Container = {
         "name": AGENT_CONTAINER_NAME,

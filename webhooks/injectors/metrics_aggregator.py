@@ -12,10 +12,17 @@ Either annotation, when absent, is written onto the pod with the cluster default
 `metricsAggregator` (as KServe does), so an explicit "false" on the InferenceService beats a "true" default
 and the pod records which setting applied. Only the exact string "true" enables a feature.
 
+A pod without queue-proxy (a RawDeployment pod) is treated as v0.11 treats it: no env var and no port
+(there is no queue-proxy to aggregate), but both `serving.kserve.io/enable-*` annotations are recorded and,
+with scraping on, `prometheus.io/port` names 9088 or 9091 and `prometheus.io/path` /metrics all the same,
+though nothing in the pod listens there.
+
 Differences from v0.11 (reference §10): env vars are merged by name instead of appended (v0.11 duplicates
 them when the webhook runs again), the `aggr-metric` 9088 container port is added (as KServe HEAD does) so
 a Service or PodMonitor can name it, and `prometheus.io/scrape: "true"` is set, which v0.11 forgot
-(kserve/website#315). All edits are set-or-replace, so the injector is idempotent.
+(kserve/website#315), on pods with queue-proxy only: on a raw pod it would turn v0.11's inert port
+annotation into a scrape target that is always down. All edits are set-or-replace, so the injector is
+idempotent.
 """
 
 from __future__ import annotations
@@ -30,7 +37,14 @@ from apis.constants import (
     PROMETHEUS_PORT_ANNOTATION,
     QUEUE_PROXY_CONTAINER_NAME,
 )
-from webhooks.injectors.pod import Pod, containers, ensure_port, merge_env, writable_annotations
+from webhooks.injectors.pod import (
+    Pod,
+    containers,
+    ensure_port,
+    find_container,
+    merge_env,
+    writable_annotations,
+)
 
 AGGREGATE_METRICS_PORT = 9088
 AGGREGATE_METRICS_PORT_NAME = "aggr-metric"
@@ -77,6 +91,7 @@ def inject_metrics_aggregator(pod: Pod, config: MetricsAggregatorConfig) -> None
     )
     if scrape == "true":
         port = AGGREGATE_METRICS_PORT if aggregate == "true" else QUEUE_PROXY_METRICS_PORT
-        pod_annotations[SCRAPE_ANNOTATION] = "true"
+        if find_container(pod, QUEUE_PROXY_CONTAINER_NAME) is not None:
+            pod_annotations[SCRAPE_ANNOTATION] = "true"
         pod_annotations[SCRAPE_PORT_ANNOTATION] = str(port)
         pod_annotations[SCRAPE_PATH_ANNOTATION] = DEFAULT_PROMETHEUS_PATH
