@@ -604,6 +604,13 @@ async def test_a_steady_service_is_not_rewritten_on_a_forced_resync(
         await eventually(
             lambda: admin.get(ENDPOINTS, f"{NAME}-00001", namespace), bool, "the public Endpoints"
         )
+
+        async def cached_endpoints() -> Object | None:
+            return double.cache.get(ENDPOINTS, f"{NAME}-00001", namespace)
+
+        # The double's own cache must show what it wrote: on a loaded machine its watch may lag the server,
+        # and a reconcile on that cache would (rightly) try the create again.
+        await eventually(cached_endpoints, bool, "the public Endpoints in the double's cache")
         # Let the reconciles queued by the double's own writes (and kube-controller-manager's) settle.
         settled = -1
         while settled != double.reconciles:

@@ -188,7 +188,9 @@ async def wait_for_service_account(client: Client, namespace: str, name: str = "
         refs = account.get("secrets") or []
         return any(str(ref.get("name", "")).startswith(f"{name}-token-") for ref in refs)
 
-    await until(ready, f"ServiceAccount {namespace}/{name} and its token")
+    # kube-controller-manager's token controller works through every namespace the session made; under
+    # load it can take longer than the usual wait (a hang guard, not a timing requirement).
+    await until(ready, f"ServiceAccount {namespace}/{name} and its token", timeout=3 * WAIT)
 
 
 def probe_pod(name: str) -> Object:
