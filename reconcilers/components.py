@@ -45,7 +45,7 @@ from apis.servingruntime import MalformedRuntime
 from apis.storage import STORAGE_URI_PREFIXES, go_json, is_supported_storage_uri
 from apis.storagecontainer import StorageContainerError
 from manager.cache import Cache
-from manager.client import Object
+from manager.client import Object, Resource
 from reconcilers.modelconfig import is_mms_predictor
 from reconcilers.runtime import (
     REASON_INVALID_SPEC,
@@ -94,6 +94,12 @@ def component_name(isvc: InferenceService, component: str, existing_names: Colle
     """`<isvc>-<component>`, or the kfserving-era `<isvc>-<component>-default` when that one exists."""
     legacy = c.legacy_component_name(isvc.name, component)
     return legacy if legacy in existing_names else c.component_name(isvc.name, component)
+
+
+def existing_legacy_names(cache: Cache, resource: Resource, isvc: InferenceService) -> set[str]:
+    """The `<isvc>-<component>-default` objects of `resource` in the cache (each mode checks its own kind)."""
+    names = (c.legacy_component_name(isvc.name, component) for component in c.COMPONENTS)
+    return {n for n in names if cache.get(resource, n, isvc.namespace) is not None}
 
 
 # --- Validation -----------------------------------------------------------------------------------

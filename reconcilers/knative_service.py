@@ -39,7 +39,7 @@ from manager.cache import Cache
 from manager.client import Client, Object
 from manager.errors import ApiError
 from reconcilers.apply import apply_if_changed, delete_if_controlled
-from reconcilers.components import Component, build_component
+from reconcilers.components import Component, build_component, existing_legacy_names
 from reconcilers.runtime import REASON_INVALID_SPEC, ComponentSpecError, RuntimeLike
 
 log = logging.getLogger(__name__)
@@ -152,8 +152,7 @@ class KnativeServiceReconciler:
 
     def existing_names(self, isvc: InferenceService) -> set[str]:
         """The legacy `<isvc>-<component>-default` Knative Services that exist (they keep their names)."""
-        names = (c.legacy_component_name(isvc.name, component) for component in c.COMPONENTS)
-        return {n for n in names if self._cache.get(KNATIVE_SERVICES, n, isvc.namespace) is not None}
+        return existing_legacy_names(self._cache, KNATIVE_SERVICES, isvc)
 
     async def reconcile(self, isvc: InferenceService, built: Component) -> Object:
         """Bring the component's Knative Service to the desired state; return its `status` (`{}` if new).

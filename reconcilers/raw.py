@@ -35,7 +35,7 @@ from manager.client import SERVICES, Client, Object, Resource
 from manager.errors import ApiError
 from manager.informer import LABEL_INDEX, Informer
 from reconcilers.apply import apply_if_changed, delete_if_controlled, display_kind
-from reconcilers.components import Component, component_name
+from reconcilers.components import Component, component_name, existing_legacy_names
 from reconcilers.deployment import available_condition, desired_deployment, pod_failure, revision
 from reconcilers.hpa import desired_hpa
 from reconcilers.kube_ingress import (
@@ -66,8 +66,7 @@ class RawBackend:
 
     def existing_names(self, isvc: InferenceService) -> Collection[str]:
         """The legacy `<isvc>-<component>-default` Services that exist (KServe checks the Service)."""
-        names = (c.legacy_component_name(isvc.name, component) for component in c.COMPONENTS)
-        return {n for n in names if self.cache.get(SERVICES, n, isvc.namespace) is not None}
+        return existing_legacy_names(self.cache, SERVICES, isvc)
 
     async def apply_component(self, isvc: InferenceService, built: Component) -> None:
         deployment = desired_deployment(isvc, built)
@@ -84,9 +83,8 @@ class RawBackend:
             return
         spec.latest_created_revision = revision(live)
         available = available_condition(live)
-        if available is not None and available.status != TRUE and self.pods is not None:
-            pods = self.pods.store.by_index(LABEL_INDEX, f"{c.RAW_APP_LABEL}={c.raw_app_label(built.name)}")
-            failure = pod_failure(pods)
+        if available is not None and available.status != TRUE:
+            failure = pod_failure(self._pods_of(built.name))
             if failure is not None:
                 available = Condition(
                     type=available.type, status=FALSE, reason=failure[0], message=failure[1]
@@ -103,8 +101,7 @@ class RawBackend:
         if predictor is None or self.pods is None:
             return
         name = component_name(isvc, c.PREDICTOR, self.existing_names(isvc))
-        pods = self.pods.store.by_index(LABEL_INDEX, f"{c.RAW_APP_LABEL}={c.raw_app_label(name)}")
-        isvc.status.propagate_model_status(predictor, pods, raw=True)
+        isvc.status.propagate_model_status(predictor, self._pods_of(name), raw=True)
 
     async def reconcile_ingress(self, isvc: InferenceService, config: IngressConfig) -> None:
         existing = self.existing_names(isvc)
@@ -126,6 +123,12 @@ class RawBackend:
         status.url = service_url(isvc, config)
         status.address = Addressable(url=address_url(isvc, config, names))
         status.set_condition(c.INGRESS_READY, Condition(type=c.INGRESS_READY, status=TRUE))
+
+    def _pods_of(self, component: str) -> list[Object]:
+        """The cached pods of a component (`app: isvc.<component>`), none without a pod informer."""
+        if self.pods is None:
+            return []
+        return self.pods.store.by_index(LABEL_INDEX, f"{c.RAW_APP_LABEL}={c.raw_app_label(component)}")
 
     # -- writes -------------------------------------------------------------------------------------
 
