@@ -8,9 +8,11 @@ a token bucket, `FANOUT_LIMIT`, so that they cannot flood the API server), (Clus
 that appears or changes re-queues the InferenceServices that may select it) and ClusterStorageContainers (one
 that appears, changes or goes may decide whether a storage URI is accepted). Pods labelled with an
 InferenceService are cached through one label-selected informer for the model status, as KServe reads them;
-a change to a raw component's pod also re-queues its InferenceService (a deliberate difference: v0.11 does
-not watch pods, so a pod that cannot pull its image or keeps failing showed only after the Deployment's
-600 s progress deadline), while revision pods are reported on through the Knative Service's status.
+a change to one of them also re-queues its InferenceService (a deliberate difference: v0.11 does not watch
+pods, so its model status is computed whenever something else happens to re-queue, from whatever the pod
+said then: a storage initializer that starts failing after the Knative Service's last status change stays
+`Loading` for good, and a raw pod that cannot pull its image showed only after the Deployment's 600 s
+progress deadline).
 """
 
 from __future__ import annotations
@@ -96,15 +98,11 @@ def setup_inferenceservice_controller(
     def every_inference_service(obj: Object) -> Iterable[Request]:
         return [Request(ns, name) for ns, name in cache.keys(INFERENCE_SERVICES)]
 
-    def raw_component_owner(pod: Object) -> Iterable[Request]:
-        # Only a raw component's pods (`app: isvc.<component>`): nothing else reports their failures, and a
-        # Deployment's status does not change when its pod's container starts failing. Knative's revision
-        # reports on its pods in the Knative Service's status, which is watched.
-        labels = pod.get("metadata", {}).get("labels") or {}
-        owner = labels.get(c.INFERENCE_SERVICE_LABEL)
-        if not owner or not str(labels.get(c.RAW_APP_LABEL, "")).startswith(c.raw_app_label("")):
-            return ()
-        return [Request(namespace_of(pod), owner)]
+    def pod_owner(pod: Object) -> Iterable[Request]:
+        # The model status and a raw component's Ready are read from the pods; neither the Knative Service's
+        # nor the Deployment's status changes when a pod's storage initializer starts failing.
+        owner = (pod.get("metadata", {}).get("labels") or {}).get(c.INFERENCE_SERVICE_LABEL)
+        return [Request(namespace_of(pod), owner)] if owner else ()
 
     if cache_transforms:
         cache.set_transform(PODS, _pod_read_fields)
@@ -127,7 +125,7 @@ def setup_inferenceservice_controller(
         .watches(SERVING_RUNTIMES, inference_services_in_namespace)
         .watches(CLUSTER_SERVING_RUNTIMES, every_inference_service)
         .watches(CLUSTER_STORAGE_CONTAINERS, every_inference_service)
-        .watches(PODS, raw_component_owner, label_selector=c.INFERENCE_SERVICE_LABEL)
+        .watches(PODS, pod_owner, label_selector=c.INFERENCE_SERVICE_LABEL)
         .with_max_concurrent_reconciles(max_concurrent_reconciles)
     )
     if watch_virtual_services:

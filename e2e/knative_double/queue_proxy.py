@@ -37,7 +37,9 @@ What it does not do: TLS (`QUEUE_SERVING_TLS_PORT` is not served; Knative serves
 encryption certificates), HTTP/2 and h2c, tracing, request logs, profiling, the Go runtime metrics Knative
 also exports on 9091, the `Forwarded` header shim, and Knative's 30 s quiet period when draining: on
 SIGTERM it fails probes, waits until no request has arrived for one second and in-flight requests are done
-(at most the revision timeout), then exits 0, so pods terminate promptly in tests.
+(at most the revision timeout), then exits 0, so pods terminate promptly in tests. Only the main thread
+takes SIGTERM (the others block it) and it waits in bounded steps: in one e2e run a SIGTERM that never
+reached the handler kept a deleted pod for its whole grace period, the revision timeout of 300 s.
 
 Test hooks that Knative's binary does not read: QUEUE_PROXY_STANDIN_ADMIN_PORT,
 QUEUE_PROXY_STANDIN_METRICS_PORT and QUEUE_PROXY_STANDIN_USER_METRICS_PORT move the fixed ports 8022, 9090
@@ -100,6 +102,8 @@ AGGRESSIVE_PROBE_WINDOW = 10.0
 REPORTING_PERIOD = 1.0
 DRAIN_QUIET_SECONDS = 1.0
 DRAIN_RESET_SECONDS = 1.0
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+STOP_POLL_SECONDS = 0.5
 CHUNK = 64 * 1024
 REQUIRED = (
     "CONTAINER_CONCURRENCY",
@@ -922,14 +926,22 @@ def run(settings: Settings, stop: threading.Event) -> None:
         for server in servers:
             server.server_close()
         raise
-    for server in servers:
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-        thread.start()
-        threads.append(thread)
-    reporter = threading.Thread(target=_report, args=(qp,), daemon=True)
-    reporter.start()
+    # Every thread started here (and every request thread they start) inherits a mask that blocks the stop
+    # signals, so the kernel delivers them to this thread, the only one that runs Python's handlers.
+    unmasked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        for server in servers:
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+            thread.start()
+            threads.append(thread)
+        reporter = threading.Thread(target=_report, args=(qp,), daemon=True)
+        reporter.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, unmasked)
     log(f"serving {settings.revision} on :{settings.serving_port} -> 127.0.0.1:{settings.user_port}")
-    stop.wait()
+    # A bounded wait: handlers run between waits even if a signal's wake-up were missed.
+    while not stop.wait(STOP_POLL_SECONDS):
+        pass
     log("received TERM signal, draining")
     qp.stopping.set()
     qp.drainer.drain()
@@ -952,7 +964,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
     try:
         run(settings, stop)

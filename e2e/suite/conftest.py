@@ -4,17 +4,19 @@
 `--target node` the offline deployment on the local cluster's real node (`e2e.suite.node_env.NodeEnv`);
 `--target kind` uses the cluster in `--kubeconfig` / `$KUBECONFIG` as prepared by e2e/kind/setup.sh.
 One deployment serves the whole session; each test gets a fresh namespace (prepared by the target, e.g. with
-model credentials). Diagnostics go to `--artifacts-dir` (default: a temporary directory, removed when every
+model credentials); a failed test's namespace is collected (objects, events, container logs) before it is
+deleted. Diagnostics go to `--artifacts-dir` (default: a temporary directory, removed when every
 test passed and kept, with its path printed, otherwise).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,9 @@ from manager.errors import ApiError, NotFound
 
 TARGETS = ("local", "node", "kind")
 ARTIFACTS_KEY = pytest.StashKey[Path]()
+CALL_REPORT_KEY = pytest.StashKey[pytest.TestReport]()
+DEPLOYED_TEST_TIMEOUT = 900
+"""pytest-timeout's limit per test on a node or kind, where every wait for pods is bounded by itself."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +46,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--kubectl", default="kubectl", help="kubectl for --target kind [kubectl on PATH]")
     group.addoption("--artifacts-dir", default=None, help="where logs and diagnostics go [temporary]")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test on a node waits for real pods, each wait bounded by the target's `ready_timeout` (300 s), so
+    # pytest's own 300 s limit would cut the test's wait short and report a stack instead of what was awaited.
+    if config.getoption("--target") == "local":
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEPLOYED_TEST_TIMEOUT))
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +112,16 @@ def _namespace_name(test_name: str) -> str:
     return f"e2e-{stem}-{secrets.token_hex(3)}"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_REPORT_KEY] = report
+    return report
+
+
 @pytest.fixture
 async def namespace(env: Env, admin: Client, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     name = _namespace_name(request.node.name)
@@ -105,6 +130,9 @@ async def namespace(env: Env, admin: Client, request: pytest.FixtureRequest) -> 
     try:
         yield name
     finally:
+        report = request.node.stash.get(CALL_REPORT_KEY, None)
+        if report is not None and report.failed:
+            await asyncio.to_thread(env.collect_namespace, name)
         # Asynchronous: the manager removes the InferenceService finalizers, the GC the children.
         try:
             await admin.delete(NAMESPACES, name)

@@ -188,6 +188,28 @@ class Env(abc.ABC):
     def collect(self, reason: str) -> None:
         """Write diagnostics into the artifacts directory."""
 
+    def collect_namespace(self, namespace: str) -> Path:
+        """What a failed test's namespace holds, before its deletion takes the pods and their logs along:
+        objects, events and every container's log (and the previous one's, after a restart)."""
+        out = self.artifacts / "namespaces" / namespace
+        out.mkdir(parents=True, exist_ok=True)
+        kinds = "all,inferenceservices,services.serving.knative.dev,virtualservices,ingresses,events"
+        commands: list[tuple[str, Sequence[str]]] = [
+            ("objects.yaml", ("-n", namespace, "get", kinds, "-o", "yaml")),
+            ("describe-pods.txt", ("-n", namespace, "describe", "pods")),
+        ]
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            pods = self.run_kubectl("-n", namespace, "get", "pods", "-o", "name").stdout.split()
+            for pod in pods:
+                name = pod.rpartition("/")[2]
+                logs = ("-n", namespace, "logs", name, "--all-containers")
+                commands += [(f"{name}.log", logs), (f"{name}.previous.log", (*logs, "--previous"))]
+        for file, args in commands:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                done = self.run_kubectl(*args)
+                (out / file).write_text(done.stdout + done.stderr)
+        return out
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release what the environment started."""

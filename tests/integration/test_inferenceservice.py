@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from apis.constants import INFERENCE_SERVICE_LABEL
 from apis.resources import (
     CLUSTER_SERVING_RUNTIMES,
     DEPLOYMENTS,
@@ -257,6 +258,59 @@ async def test_failing_revision_makes_ready_false_with_knatives_reason(h: Harnes
     event = await h.wait_event("InferenceServiceNotReady", "bad")
     assert event["type"] == "Warning"
     assert event["message"] == "InferenceService [bad] is no longer Ready"
+
+
+async def test_a_revision_pods_failing_storage_initializer_reaches_the_model_status(h: Harness) -> None:
+    """A pod change alone re-queues its InferenceService, so the model status follows the pod.
+
+    The revision fails without a Deployment (the double's switch), so nothing but the pod written here
+    changes after the Knative Service's status settles; KServe v0.11 would keep the model status `Pending`."""
+    ns = h.namespace
+    failing = {"predictor": {"annotations": {FAIL_REVISION_ANNOTATION: "ExitCode1: container exited"}}}
+    isvc = sklearn_isvc(ns, "cl")
+    isvc["spec"]["predictor"]["annotations"] = failing["predictor"]["annotations"]
+    await h.create(isvc)
+    await h.isvc_when(
+        "cl", lambda o: condition(o, "PredictorConfigurationReady").get("reason") == "RevisionFailed"
+    )
+    await h.settle(quiet=1.0)
+    assert (await h.get("cl"))["status"]["modelStatus"]["transitionStatus"] == "InProgress"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "cl-predictor-00001-deployment-0",
+            "namespace": ns,
+            "labels": {INFERENCE_SERVICE_LABEL: "cl", "serving.knative.dev/revision": "cl-predictor-00001"},
+        },
+        "spec": {"containers": [{"name": "kserve-container", "image": "kserve/sklearnserver:v0.11.2"}]},
+    }
+    pod = await h.client.create(PODS, pod)
+    terminated = {"exitCode": 1, "reason": "Error", "message": "403 InvalidAccessKeyId"}
+    pod["status"] = {
+        "phase": "Pending",
+        "initContainerStatuses": [
+            {
+                "name": "storage-initializer",
+                "ready": False,
+                "restartCount": 2,
+                "image": "kserve/storage-initializer:v0.11.2",
+                "imageID": "",
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}},
+                "lastState": {"terminated": terminated},
+            }
+        ],
+    }
+    await h.client.replace_status(PODS, pod)
+    failed = await h.isvc_when(
+        "cl", lambda o: o["status"]["modelStatus"].get("transitionStatus") == "BlockedByFailedLoad"
+    )
+    assert failed["status"]["modelStatus"]["lastFailureInfo"] == {
+        "reason": "ModelLoadFailed",
+        "message": "403 InvalidAccessKeyId",
+        "exitCode": 1,
+    }
+    assert failed["status"]["modelStatus"]["states"] == {"targetModelState": "FailedToLoad"}
 
 
 async def test_deleting_runs_the_finalizer_and_children_are_collected(h: Harness) -> None:

@@ -402,6 +402,22 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_zero(tmp_path: Path) -
         assert qp.proc.wait(HANG_GUARD) == 0, qp.output()
 
 
+def test_only_the_main_thread_takes_the_stop_signals(tmp_path: Path) -> None:
+    def blocked(status: str) -> set[int]:
+        mask = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+        return {signum for signum in (signal.SIGTERM, signal.SIGINT) if mask & (1 << (signum - 1))}
+
+    with app_server() as user, queue_proxy(tmp_path, user, probe_on(user)) as qp:
+        assert qp.request("GET", "/", headers=KUBELET)[0] == 200
+        tasks = Path(f"/proc/{qp.proc.pid}/task")
+        masks = {int(t.name): blocked((t / "status").read_text()) for t in tasks.iterdir()}
+        assert len(masks) >= 5, masks  # main, four servers (and the reporter)
+        assert masks.pop(qp.proc.pid) == set()
+        assert all(m == {signal.SIGTERM, signal.SIGINT} for m in masks.values()), masks
+        qp.proc.send_signal(signal.SIGTERM)
+        assert qp.proc.wait(HANG_GUARD) == 0, qp.output()
+
+
 def test_wait_for_drain_without_sigterm_fails_probes_then_resets(tmp_path: Path) -> None:
     with app_server() as user, queue_proxy(tmp_path, user, probe_on(user)) as qp:
         results: list[int] = []
