@@ -31,6 +31,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from manager.errors import ApiError, ConfigurationError, Gone, ServerUnavailable
+from manager.listdecode import decode_list
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,18 @@ class Client:
         content_type: str = "application/json",
     ) -> Any:
         """Send one request and return the decoded JSON answer; raise `ApiError` on non-2xx."""
+        text = await self._request_text(method, path, query=query, body=body, content_type=content_type)
+        return json.loads(text) if text else None
+
+    async def _request_text(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int | bool | None] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> str:
         response = await self._send(method, path, query=query, body=body, content_type=content_type)
         try:
             raw = await response.read()
@@ -208,9 +221,10 @@ class Client:
         finally:
             response.release()
         text = raw.decode("utf-8", errors="replace")
+        del raw
         if not 200 <= response.status < 300:
             raise ApiError.from_response(response.status, text)
-        return json.loads(text) if text else None
+        return text
 
     async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Object:
         """Read one object."""
@@ -226,8 +240,12 @@ class Client:
         limit: int | None = None,
         continue_token: str | None = None,
         resource_version: str | None = None,
+        on_item: Callable[[Object], None] | None = None,
     ) -> Object:
-        """Read one page of a collection (the List object, with `metadata.continue` when there is more)."""
+        """Read one page of a collection (the List object, with `metadata.continue` when there is more).
+
+        With `on_item`, each item is handed over as it is decoded (`manager.listdecode`) and the returned
+        List has no `items`."""
         query = {
             "labelSelector": label_selector,
             "fieldSelector": field_selector,
@@ -235,7 +253,10 @@ class Client:
             "continue": continue_token,
             "resourceVersion": resource_version,
         }
-        return cast(Object, await self.request("GET", resource.path(namespace), query=query))
+        if on_item is None:
+            return cast(Object, await self.request("GET", resource.path(namespace), query=query))
+        text = await self._request_text("GET", resource.path(namespace), query=query)
+        return decode_list(text, on_item) if text else {}
 
     async def list_collection(
         self,
@@ -245,14 +266,26 @@ class Client:
         label_selector: str | None = None,
         page_size: int = 500,
         resource_version: str | None = None,
+        on_item: Callable[[Object], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
     ) -> ListResult:
         """Read a whole collection, `page_size` objects per request (0: in one request).
 
-        As client-go's pager does: when a continue token expires (410) before the last page, because etcd
-        was compacted past the list's revision, the collection is read again in one unpaged request at
-        `resource_version`, rather than failing or starting over with pages that would expire again.
+        With `on_item`, each object is handed over as soon as it is decoded, one at a time (see
+        `manager.listdecode`), and `ListResult.items` stays empty: a large collection is never held
+        decoded whole. As client-go's pager does: when a continue token expires (410) before the last page,
+        because etcd was compacted past the list's revision, the collection is read again in one unpaged
+        request at `resource_version`, rather than failing or starting over with pages that would expire
+        again; the objects delivered so far are then superseded (`on_restart` says so).
         """
         items: list[Object] = []
+        deliver = items.append if on_item is None else on_item
+
+        def take(item: Object) -> None:
+            item.setdefault("apiVersion", resource.api_version)
+            item.setdefault("kind", resource.kind)
+            deliver(item)
+
         token: str | None = None
         paginated = False
         while True:
@@ -264,22 +297,22 @@ class Client:
                     limit=page_size or None,
                     continue_token=token,
                     resource_version=None if token else resource_version or None,
+                    on_item=take,
                 )
             except Gone:
                 if token is None:
                     raise
                 log.info("listing %s: the continue token expired; listing again without pages", resource)
+                items.clear()
+                if on_restart is not None:
+                    on_restart()
                 page = await self.list_page(
                     resource,
                     namespace,
                     label_selector=label_selector,
                     resource_version=resource_version or None,
+                    on_item=take,
                 )
-                items, token = [], None
-            for item in page.get("items") or []:
-                item.setdefault("apiVersion", resource.api_version)
-                item.setdefault("kind", resource.kind)
-                items.append(item)
             meta = page.get("metadata") or {}
             token = meta.get("continue") or None
             if not token:

@@ -11,6 +11,9 @@ or in this one), following client-go's reflector wherever it has an answer:
   list from etcd ("" : the current state), page by page, falling back to one unpaged request if a continue
   token expires before the last page (see `Client.list_collection`). A consistent paged list whose tokens
   expire under continuous compaction would otherwise start over forever.
+* A listed object is stored as soon as it is decoded (`manager.listdecode`): the watch cache answers a first
+  list in one response however large, and decoding it whole first made the start-up peak, not the cache,
+  the process' RSS (docs/benchmarks.md).
 * A 410 Gone (as an HTTP status or as an ERROR event) means our resourceVersion fell out of the server's
   window: list again and diff the new list against the store, emitting the adds, updates and deletes that
   happened while we were away. kubernetes-asyncio retries a 410 once and then gives up; we always re-list.
@@ -320,22 +323,32 @@ class Informer:
             return ""
         return self._resource_version or "0"
 
-    async def _list(self, version: str) -> ListResult:
+    async def _list(self, version: str, seen: set[Key]) -> ListResult:
         # The watch cache serves a list at a version other than "0" only without a limit; a server that
         # paged the first list has no watch cache for this resource, and keeps getting pages.
         paged = self._server_pages or version in ("", "0")
+        seen.clear()
+
+        def upsert(obj: Object) -> None:
+            # Stored as it is decoded: a large list is never held decoded whole (`manager.listdecode`).
+            seen.add(key_of(obj))
+            self._apply_upsert(obj)
+
         return await self.client.list_collection(
             self.resource,
             self.namespace,
             label_selector=self.label_selector,
             page_size=self.settings.page_size if paged else 0,
             resource_version=version,
+            on_item=upsert,
+            on_restart=seen.clear,
         )
 
     async def _list_and_replace(self) -> None:
         version = self._relist_version()
+        seen: set[Key] = set()
         try:
-            result = await self._list(version)
+            result = await self._list(version, seen)
         except ApiError as exc:
             if not (isinstance(exc, Gone) or is_version_too_large(exc)):
                 raise
@@ -344,16 +357,11 @@ class Informer:
             )
             self._version_unavailable = True
             version = self._relist_version()
-            result = await self._list(version)
+            result = await self._list(version, seen)
         self._version_unavailable = False
         if version == "0" and result.paginated:
             self._server_pages = True
         self.relists += 1
-        seen: set[Key] = set()
-        for obj in result.items:
-            key = key_of(obj)
-            seen.add(key)
-            self._apply_upsert(obj)
         for key in self.store.all_keys():
             if key not in seen:
                 gone = self.store.remove(key)

@@ -56,7 +56,9 @@ class OneList:
         self.result = result
 
     async def list_collection(self, *args: Any, **kwargs: Any) -> ListResult:
-        return self.result
+        for item in self.result.items:
+            kwargs["on_item"](item)
+        return ListResult([], self.result.resource_version, self.result.paginated)
 
 
 async def test_listed_objects_are_stored_and_delivered_transformed() -> None:

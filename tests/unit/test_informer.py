@@ -159,6 +159,30 @@ async def test_an_expired_continue_token_falls_back_to_one_unpaged_list() -> Non
     assert server.lists == [{"limit": "1"}, {"limit": "1", "continue": "token-1"}, {}]
 
 
+async def test_streamed_items_are_superseded_when_a_continue_token_expires() -> None:
+    async def unused(response: web.StreamResponse, timeout: int) -> None:
+        raise AssertionError("no watch expected")
+
+    server = ScriptedServer(unused)
+    server.pages = [
+        {"metadata": {"resourceVersion": "20", "continue": "token-1"}, "items": [configmap("gone", "5")]},
+        status(410, "Expired", "The provided continue parameter is too old to display a consistent list"),
+        {"metadata": {"resourceVersion": "30"}, "items": [configmap("a", "5"), configmap("b", "25")]},
+    ]
+    delivered: list[str] = []
+    async with scripted(server) as client:
+        result = await client.list_collection(
+            CONFIGMAPS,
+            NAMESPACE,
+            page_size=1,
+            resource_version="",
+            on_item=lambda o: delivered.append(o["metadata"]["name"]),
+            on_restart=lambda: delivered.append("restart"),
+        )
+    assert delivered == ["gone", "restart", "a", "b"]
+    assert (result.items, result.resource_version) == ([], "30")
+
+
 async def test_an_expired_first_page_is_an_error_for_the_caller() -> None:
     async def unused(response: web.StreamResponse, timeout: int) -> None:
         raise AssertionError("no watch expected")
@@ -198,12 +222,17 @@ class RecordingClient:
         label_selector: str | None = None,
         page_size: int = 500,
         resource_version: str | None = None,
+        on_item: Callable[[Object], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
     ) -> ListResult:
         self.calls.append(ListCall(resource_version, page_size))
         answer = self.lists.pop(0)
         if isinstance(answer, ApiError):
             raise answer
-        return answer
+        assert on_item is not None, "the informer stores items as they are decoded"
+        for item in answer.items:
+            on_item(item)
+        return ListResult([], answer.resource_version, answer.paginated)
 
     @asynccontextmanager
     async def watch(
