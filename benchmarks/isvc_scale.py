@@ -123,9 +123,10 @@ DOUBLE_LABELS = frozenset(DOUBLE_KINDS.values())
 # -- measuring processes ----------------------------------------------------------------------------------
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of `pid` now (or its peak, with `field="VmHWM"`)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

@@ -23,11 +23,14 @@ What is measured, with the manager (`--workers` workers) as its own process:
    (`rest_client_requests_total`), and the API server's request rates (`apiserver_request_total`, sampled
    every second) during the fan-out;
 3. the same ingress change back with the fan-out limit off, and start-ups with the cache transforms off and
-   with the runtime's store and cache of BEFORE_COMMIT (`benchmarks.manager_variant`);
+   with the runtime's store and cache of BEFORE_COMMIT (`benchmarks.manager_variant`); a start-up with
+   the informer of WHOLE_LISTS_COMMIT, which decoded each list whole before storing it (with
+   `--startup-only`, the start-ups are all that is measured);
 4. memory per cached object by kind (tracemalloc, in this process): as decoded dicts, after the
    controller's transform, and in the runtime's `Store`.
 
     .venv/bin/python -m benchmarks.manager_scale [--count 10000] [--external 1000] [--workers 4]
+        [--startup-only]
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ TEMPLATES = {"external": "tmplext", "local": "tmplloc"}
 BEFORE_COMMIT = "9d98d1bbc713a58a742f1df4d883e2111043f51d"
 """The last commit whose runtime stored decoded objects and had no cache transforms (the "before")."""
 BEFORE_FILES = ("manager/informer.py", "manager/cache.py")
+WHOLE_LISTS_COMMIT = "004f802f0346bea5e1d0bc9b29d3c6bda5567a14"
+"""The last commit whose informer decoded each list whole before storing it."""
+WHOLE_LISTS_FILES = ("manager/informer.py",)
 REPO = Path(__file__).resolve().parent.parent
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
 QUIET = 2.0
@@ -236,10 +242,10 @@ async def write_copies(
     return time.perf_counter() - started
 
 
-def snapshot(workdir: Path, name: str, *, before: bool = False) -> Path:
+def snapshot(workdir: Path, name: str, *, before: tuple[str, tuple[str, ...]] | None = None) -> Path:
     """A copy of this source tree to run the manager and the double from, so that edits made to the
-    checkout while the benchmark runs do not reach them; with `before`, the runtime's store and cache are
-    those of BEFORE_COMMIT (the rest unchanged)."""
+    checkout while the benchmark runs do not reach them; with `before` (a commit and files), those files
+    are the commit's (the rest unchanged)."""
     tree = workdir / name
     for package in (
         "apis",
@@ -252,11 +258,12 @@ def snapshot(workdir: Path, name: str, *, before: bool = False) -> Path:
         "e2e",
     ):
         shutil.copytree(REPO / package, tree / package, ignore=shutil.ignore_patterns("__pycache__"))
-    if not before:
+    if before is None:
         return tree
-    for path in BEFORE_FILES:
+    commit, files = before
+    for path in files:
         old = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{BEFORE_COMMIT}:{path}"], check=True, capture_output=True
+            ["git", "-C", str(REPO), "show", f"{commit}:{path}"], check=True, capture_output=True
         ).stdout
         (tree / path).write_bytes(old)
     return tree
@@ -391,6 +398,7 @@ class Startup:
     writes: Counter[str] = field(default_factory=Counter)
     reconciles: int = 0
     rss: float = 0.0
+    rss_peak: float = 0.0
     cpu: float = 0.0
 
 
@@ -415,6 +423,7 @@ async def start_and_settle(
     requests, result.reconciles = await asyncio.to_thread(manager_counters, manager)
     result.writes = Counter({m: requests[m] for m in WRITE_VERBS if requests[m]})
     result.rss = rss_mib(manager.pid)
+    result.rss_peak = rss_mib(manager.pid, "VmHWM")
     result.cpu = cpu_seconds(manager.pid)
     return manager, result
 
@@ -514,7 +523,12 @@ async def main_async(args: argparse.Namespace, cluster: LocalCluster, workdir: P
         await prepare(client)
         await ensure_namespace(client, NAMESPACE)
         tree = await asyncio.to_thread(snapshot, workdir, "tree")
-        before = await asyncio.to_thread(snapshot, workdir, "before-tree", before=True)
+        before = await asyncio.to_thread(
+            snapshot, workdir, "before-tree", before=(BEFORE_COMMIT, BEFORE_FILES)
+        )
+        whole_lists = await asyncio.to_thread(
+            snapshot, workdir, "whole-lists-tree", before=(WHOLE_LISTS_COMMIT, WHOLE_LISTS_FILES)
+        )
         templates = await make_templates(client, cluster, workdir, args.workers, tree)
         progress("templates captured; writing copies")
         report.create_seconds = await write_copies(
@@ -547,6 +561,22 @@ async def main_async(args: argparse.Namespace, cluster: LocalCluster, workdir: P
         progress(f"start-up: ready {startup.to_ready:.1f} s, settled {startup.to_settled:.1f} s")
         if startup.writes:
             sys.exit(f"the copies are not a steady state: the manager wrote {dict(startup.writes)}")
+        manager.stop()
+        manager, startup = await start_and_settle(
+            cluster,
+            workdir,
+            args.workers,
+            f"informer of {WHOLE_LISTS_COMMIT[:7]} (each list decoded whole)",
+            total,
+            tree=whole_lists,
+        )
+        manager.stop()
+        report.startups.append(startup)
+        if args.startup_only:
+            return report
+        manager, startup = await start_and_settle(
+            cluster, workdir, args.workers, "fan-out limit on, again for the changes", total, tree=tree
+        )
         try:
 
             def memory(value: Object) -> None:
@@ -646,15 +676,18 @@ def print_tables(r: Report, load: str) -> None:
     print()
     print(
         "| manager start | to /readyz (caches synced) | to settled (every isvc reconciled once) | reconciles"
-        " | writes | manager CPU | manager RSS |"
+        " | writes | manager CPU | manager RSS | manager peak RSS |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in r.startups:
         writes = ", ".join(f"{m} {v}" for m, v in sorted(s.writes.items())) or "0"
         print(
             f"| {s.label} | {s.to_ready:.1f} s | {s.to_settled:.1f} s | {s.reconciles:,} | {writes}"
-            f" | {s.cpu:.1f} s | {s.rss:.0f} MiB ({s.rss * 1.048576:.0f} MB) |"
+            f" | {s.cpu:.1f} s | {s.rss:.0f} MiB ({s.rss * 1.048576:.0f} MB)"
+            f" | {s.rss_peak:.0f} MiB ({s.rss_peak * 1.048576:.0f} MB) |"
         )
+    if not r.changes:
+        return
     print()
     print(
         "| config change | time until all reconciled | reconciles | manager writes by verb | manager GETs"
@@ -688,6 +721,11 @@ def main() -> None:
     parser.add_argument("--external", type=int, default=1_000, help="of which external [1000]")
     parser.add_argument("--workers", type=int, default=4, help="manager workers [4, as config/manager]")
     parser.add_argument("--concurrency", type=int, default=48, help="copy writes in flight [48]")
+    parser.add_argument(
+        "--startup-only",
+        action="store_true",
+        help="only the start-ups of this tree and of the informer that decoded lists whole",
+    )
     args = parser.parse_args()
     # A SIGTERM ends the run like Ctrl-C: the cluster and the processes it started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
