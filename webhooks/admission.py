@@ -37,6 +37,9 @@ ADMISSION_V1BETA1: AdmissionVersion = "admission.k8s.io/v1beta1"
 SUPPORTED_VERSIONS: tuple[AdmissionVersion, ...] = (ADMISSION_V1, ADMISSION_V1BETA1)
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 
+SNAPSHOT_CONTEXT = "snapshot_object"
+"""Validation-context key: False skips `AdmissionRequest.raw_object`."""
+
 MAX_NESTING = 100
 """The deepest nesting of objects and arrays accepted in an AdmissionReview (the review itself is level 1)."""
 
@@ -98,8 +101,10 @@ class AdmissionRequest(BaseModel):
     _raw_object: bytes | None = PrivateAttr(default=None)
 
     def model_post_init(self, context: Any, /) -> None:
-        """Snapshot `object` as received, before any handler can modify it."""
-        if self.object is not None:
+        """Snapshot `object` as received, before any handler can modify it (unless the handler said it
+        does not read the snapshot: `decode_review(..., snapshot=False)`)."""
+        wanted = not isinstance(context, Mapping) or context.get(SNAPSHOT_CONTEXT, True)
+        if self.object is not None and wanted:
             self._raw_object = _encode(self.object)
 
     @property
@@ -167,11 +172,20 @@ class AdmissionReview(BaseModel):
 
 
 class AdmissionHandler(Protocol):
-    """Answers one admission request; the server completes the response with the uid."""
+    """Answers one admission request; the server completes the response with the uid.
+
+    A handler that never reads `request.raw_object` (it copies what it mutates, as the pod mutator does)
+    may say so with a class attribute `reads_raw_object = False`: the server then skips the snapshot, a
+    re-encoding of the whole object, for its requests."""
 
     async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
         """Decide on `request`."""
         ...
+
+
+def reads_raw_object(handler: AdmissionHandler) -> bool:
+    """Whether `handler` needs `request.raw_object` (True unless it declares otherwise)."""
+    return bool(getattr(handler, "reads_raw_object", True))
 
 
 class InvalidReview(ValueError):
@@ -205,8 +219,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def decode_review(body: bytes) -> IncomingReview:
-    """Parse an AdmissionReview request body; raise `InvalidReview` with a one-line reason otherwise."""
+def decode_review(body: bytes, *, snapshot: bool = True) -> IncomingReview:
+    """Parse an AdmissionReview request body; raise `InvalidReview` with a one-line reason otherwise.
+
+    `snapshot=False`: no `request.raw_object` (for a handler that does not read it)."""
     try:
         data = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
@@ -232,7 +248,7 @@ def decode_review(body: bytes) -> IncomingReview:
             f"request is nested deeper than {MAX_NESTING} levels", api_version=api_version, uid=uid
         )
     try:
-        parsed = AdmissionRequest.model_validate(request)
+        parsed = AdmissionRequest.model_validate(request, context={SNAPSHOT_CONTEXT: snapshot})
     except ValidationError as exc:
         raise InvalidReview(_describe(exc), api_version=api_version, uid=uid) from None
     except (RecursionError, ValueError) as exc:
@@ -264,8 +280,12 @@ def _exceeds(container: dict[str, Any] | list[Any], budget: int) -> bool:
 
 
 def encode_review(api_version: AdmissionVersion, response: AdmissionResponse) -> dict[str, Any]:
-    """The response envelope in the version the request came in."""
-    return AdmissionReview(api_version=api_version, response=response).to_wire()
+    """The response envelope in the version the request came in (what `AdmissionReview.to_wire` gives)."""
+    return {
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "response": response.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
 
 
 def allowed(message: str = "") -> AdmissionResponse:

@@ -794,6 +794,8 @@ class InferenceServiceDefaulter:
 class InferenceServiceValidator:
     """`/validate-serving-kserve-io-v1beta1-inferenceservice`: denies with every problem in one message."""
 
+    reads_raw_object = False
+
     def __init__(
         self,
         config: ConfigProvider | None = None,

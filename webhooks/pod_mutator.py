@@ -133,6 +133,8 @@ class PodMutator:
 class PodMutatorHandler:
     """The `/mutate-pods` handler: a JSON Patch for our pods, "allowed" for others, 4xx/5xx on errors."""
 
+    reads_raw_object = False  # the mutator copies the pod and diffs the copy against `request.object`
+
     def __init__(self, mutator: PodMutator) -> None:
         self._mutator = mutator
 

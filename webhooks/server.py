@@ -54,6 +54,7 @@ from webhooks.admission import (
     decode_review,
     encode_review,
     errored,
+    reads_raw_object,
 )
 from webhooks.certs import CERT_FILE, DEFAULT_CERT_DIR, KEY_FILE, utcnow
 
@@ -255,7 +256,7 @@ class WebhookServer:
         if not body:
             return _plain(400, "request body is empty; expected an AdmissionReview")
         try:
-            incoming = decode_review(body)
+            incoming = decode_review(body, snapshot=reads_raw_object(handler))
         except InvalidReview as exc:
             log.warning(
                 "webhook %s: refused a request from %s (uid %s): %s",
@@ -281,7 +282,8 @@ class WebhookServer:
     ) -> AdmissionResponse:
         what = f"{request.operation} {request.kind.kind} {_object_key(request)}"
         try:
-            response = await asyncio.wait_for(handler.handle(request), deadline)
+            async with asyncio.timeout(deadline):  # no task per request, unlike `wait_for`
+                response = await handler.handle(request)
         except TimeoutError:
             log.error("webhook %s timed out after %.1fs on %s (uid %s)", path, deadline, what, request.uid)
             return errored(504, f"webhook {path} did not answer within {deadline:g}s")

@@ -114,6 +114,8 @@ def validate_trained_model(obj: Any, old: Any = None) -> list[str]:
 class TrainedModelValidator:
     """`/validate-serving-kserve-io-v1alpha1-trainedmodel`: denies with every problem in one message."""
 
+    reads_raw_object = False
+
     async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
         """Validate CREATE and UPDATE; an object being deleted is always admitted."""
         if (wrong := wrong_kind(request, KSERVE_GROUP, "TrainedModel")) is not None:

@@ -18,6 +18,8 @@ from webhooks.admission import (
     MAX_NESTING,
     AdmissionRequest,
     AdmissionResponse,
+    AdmissionReview,
+    AdmissionVersion,
     InvalidReview,
     allowed,
     decode_review,
@@ -90,6 +92,32 @@ def test_raw_object_is_a_snapshot_taken_before_the_handler_runs() -> None:
     request.object["metadata"]["labels"]["added"] = "later"
     assert request.raw_object is not None
     assert json.loads(request.raw_object) == POD
+
+
+def test_raw_object_is_not_taken_when_the_handler_does_not_read_it() -> None:
+    request = decode_review(encode(review()), snapshot=False).request
+    assert request.object == POD
+    assert request.raw_object is None
+
+
+@pytest.mark.parametrize("version", [ADMISSION_V1, ADMISSION_V1BETA1])
+@pytest.mark.parametrize(
+    "response",
+    [
+        allowed(),
+        allowed("fine"),
+        denied("no"),
+        errored(500, "boom"),
+        patch_response_from_raw(POD, {**POD, "kind": "Other"}),
+        AdmissionResponse(allowed=True, warnings=["w"], audit_annotations={"a": "b"}),
+    ],
+)
+def test_the_encoded_review_is_the_models_wire_form(
+    version: AdmissionVersion, response: AdmissionResponse
+) -> None:
+    completed = response.complete("u-1")
+    wire = AdmissionReview(api_version=version, response=completed).to_wire()
+    assert encode_review(version, completed) == wire
 
 
 def test_raw_object_is_none_without_an_object() -> None:

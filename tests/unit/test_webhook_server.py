@@ -396,6 +396,29 @@ async def test_a_handler_registered_after_start_is_served(
     assert "/late" in server.paths
 
 
+class SnapshotProbe:
+    """Denies with whether it was given `request.raw_object`."""
+
+    def __init__(self, reads: bool) -> None:
+        self.reads_raw_object = reads
+
+    async def handle(self, request: AdmissionRequest) -> AdmissionResponse:
+        return denied(f"snapshot={request.raw_object is not None}")
+
+
+async def test_the_snapshot_is_taken_only_for_handlers_that_read_it(
+    server: WebhookServer, session: aiohttp.ClientSession
+) -> None:
+    server.register("/reads", SnapshotProbe(True))
+    server.register("/copies", SnapshotProbe(False))
+    for path, want in (("/reads", "snapshot=True"), ("/copies", "snapshot=False")):
+        status, _, answer = await post(session, server, path, review())
+        assert (status, answer["response"]["status"]["message"]) == (200, want)
+    # A handler that says nothing (Labeller) gets the snapshot: its patch is built from it.
+    status, _, answer = await post(session, server, "/mutate", review())
+    assert (status, answer["response"]["patchType"]) == (200, "JSONPatch")
+
+
 async def test_tls_below_1_2_is_not_offered(server: WebhookServer, cert_dir: Path) -> None:
     assert server._context is not None
     assert server._context.minimum_version == ssl.TLSVersion.TLSv1_2
