@@ -193,7 +193,12 @@ class Env(abc.ABC):
         objects, events and every container's log (and the previous one's, after a restart)."""
         out = self.artifacts / "namespaces" / namespace
         out.mkdir(parents=True, exist_ok=True)
-        kinds = "all,inferenceservices,services.serving.knative.dev,virtualservices,ingresses,events"
+        kinds = ",".join(
+            [
+                *("all", "configmaps", "inferenceservices", "services.serving.knative.dev"),
+                *("virtualservices", "ingresses", "events"),
+            ]
+        )
         commands: list[tuple[str, Sequence[str]]] = [
             ("objects.yaml", ("-n", namespace, "get", kinds, "-o", "yaml")),
             ("describe-pods.txt", ("-n", namespace, "describe", "pods")),
