@@ -206,6 +206,19 @@ def test_nesting_up_to_the_limit_is_accepted(depth: int) -> None:
     assert decode_review(encode(body)).request.object is not None
 
 
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"metadata": {"name": "p"}, "data": {"note": "[{" * 300}},  # brackets in a string do not nest
+        {"metadata": {"name": "p"}, "data": [{"k": [i]} for i in range(200)]},  # wide, 6 levels
+    ],
+)
+def test_many_brackets_that_do_not_nest_deeply_are_accepted(obj: dict[str, Any]) -> None:
+    body = encode(review(object=obj))
+    assert body.count(b"{") + body.count(b"[") > MAX_NESTING  # the depth is walked, not just bounded
+    assert decode_review(body).request.object == obj
+
+
 @pytest.mark.parametrize("depth", [MAX_NESTING + 1, 600, 900])
 def test_nesting_past_the_limit_is_refused_with_uid_and_version(depth: int) -> None:
     body = review(ADMISSION_V1BETA1, object=nested_object(depth - 2))
