@@ -76,8 +76,8 @@ def setup_inferenceservice_controller(
 
     `cache_transforms`: cache only what this controller reads of pods, Services and Deployments
     (`_pod_read_fields`, `_metadata_unless_ours`). Transforms are cache-wide, so a process may turn them on
-    only when no other controller on its cache reads those fields (`kserve-manager` does; a test process
-    that also hosts the Knative double, which writes Services and reads pod specs, does not).
+    only when no other controller on its cache reads those fields (`kserve-manager` and the integration
+    tests' harness do; the Knative double, which writes Services and reads pod specs, has its own cache).
     """
     cache = manager.cache
     config_namespace = manager.options.namespace

@@ -1,7 +1,10 @@
 """A manager running the InferenceService controller and the Knative Serving double, for integration tests.
 
 Each test gets its own manager whose namespace (the one holding `inferenceservice-config`) is the test's
-namespace, so a test may break or change the ConfigMap without touching others.
+namespace, so a test may break or change the ConfigMap without touching others. The manager is set up as
+`kserve-manager` sets itself up, cache transforms included; the double runs beside it on its own client,
+cache and manager, as Knative runs beside KServe (it reads what the transforms drop: pod specs, whole
+Services and Deployments). `Harness.writes` and `settle` cover both.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from apis.resources import CLUSTER_SERVING_RUNTIMES, INFERENCE_SERVICES, KNATIVE_SERVICES
 from controllers.inferenceservice import setup_inferenceservice_controller
+from controllers.main import CACHE_TRANSFORMS
 from e2e.knative_double import READINESS_DEPLOYMENT, KnativeServingDouble, install
 from e2e.localcluster.apply import apply_manifests
 from manager.client import CONFIGMAPS, EVENTS, Client, Object, load_client
@@ -92,12 +96,18 @@ class Harness:
     """The running manager plus helpers to drive and observe InferenceServices."""
 
     def __init__(
-        self, client: Client, namespace: str, manager: Manager, double: KnativeServingDouble
+        self,
+        client: Client,
+        namespace: str,
+        manager: Manager,
+        double: KnativeServingDouble,
+        double_manager: Manager,
     ) -> None:
         self.client = client
         self.namespace = namespace
         self.manager = manager
         self.double = double
+        self.double_manager = double_manager
 
     async def create(self, obj: Object) -> Object:
         return await self.client.create(INFERENCE_SERVICES, obj)
@@ -183,15 +193,15 @@ class Harness:
         await self.until(children, lambda page: not page.get("items"), timeout * 2)
 
     def writes(self) -> float:
-        """API write requests made by the manager's client so far."""
-        registry = self.manager.metrics.registry
+        """API write requests made so far by the manager and the double (each counts its own client's)."""
         total = 0.0
-        for family in registry.collect():
-            if family.name != "rest_client_requests":
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_total") and sample.labels.get("method") in WRITE_METHODS:
-                    total += sample.value
+        for manager in (self.manager, self.double_manager):
+            for family in manager.metrics.registry.collect():
+                if family.name != "rest_client_requests":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_total") and sample.labels.get("method") in WRITE_METHODS:
+                        total += sample.value
         return total
 
     async def settle(self, quiet: float = 1.0, timeout: float = 60.0) -> None:
@@ -199,7 +209,8 @@ class Harness:
         deadline = time.monotonic() + timeout
         idle_since: float | None = None
         while time.monotonic() < deadline:
-            busy = any(len(c.queue) or c.queue._processing for c in self.manager.controllers)
+            controllers = [*self.manager.controllers, *self.double_manager.controllers]
+            busy = any(len(c.queue) or c.queue._processing for c in controllers)
             if busy:
                 idle_since = None
             elif idle_since is None:
@@ -217,6 +228,7 @@ async def running_harness(
     """Install CRDs, the ConfigMap and the sklearn runtime; run the controller and the double; clean up."""
     await asyncio.to_thread(install_crds, kubeconfig)
     client = await load_client(str(kubeconfig))
+    double_client = await load_client(str(kubeconfig))
     try:
         data = config_data() if config is None else config
         await client.create(
@@ -232,18 +244,23 @@ async def running_harness(
             await client.create(CLUSTER_SERVING_RUNTIMES, copy.deepcopy(SKLEARN_RUNTIME))
         options = ManagerOptions(metrics_addr="0", health_probe_addr="0", namespace=namespace)
         manager = Manager(client, options, metrics=Metrics(CollectorRegistry()))
-        setup_inferenceservice_controller(manager, max_concurrent_reconciles=max_concurrent)
-        double = install(manager, revision_readiness=READINESS_DEPLOYMENT)  # no nodes: pods never run
+        setup_inferenceservice_controller(
+            manager, max_concurrent_reconciles=max_concurrent, cache_transforms=CACHE_TRANSFORMS
+        )
+        double_manager = Manager(double_client, options, metrics=Metrics(CollectorRegistry()))
+        double = install(double_manager, revision_readiness=READINESS_DEPLOYMENT)  # no nodes: no pods run
         stop = asyncio.Event()
-        task = asyncio.create_task(manager.run(stop))
-        harness = Harness(client, namespace, manager, double)
+        tasks = [asyncio.create_task(m.run(stop)) for m in (manager, double_manager)]
+        harness = Harness(client, namespace, manager, double, double_manager)
         try:
-            await asyncio.wait_for(manager.wait_leading(), 60)
+            for m in (manager, double_manager):
+                await asyncio.wait_for(m.wait_leading(), 60)
             yield harness
         finally:
-            if not task.done():
+            if not any(t.done() for t in tasks):
                 await harness.delete_all()
             stop.set()
-            await asyncio.wait_for(task, 60)
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)
     finally:
         await client.close()
+        await double_client.close()
