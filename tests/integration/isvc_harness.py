@@ -101,13 +101,15 @@ class Harness:
         namespace: str,
         manager: Manager,
         double: KnativeServingDouble,
-        double_manager: Manager,
+        double_manager: Manager | None = None,
     ) -> None:
         self.client = client
         self.namespace = namespace
         self.manager = manager
         self.double = double
-        self.double_manager = double_manager
+        self.double_manager = double_manager or manager
+        """The manager the double runs on (the same one when the caller hosts both)."""
+        self.managers = list(dict.fromkeys((self.manager, self.double_manager)))
 
     async def create(self, obj: Object) -> Object:
         return await self.client.create(INFERENCE_SERVICES, obj)
@@ -195,7 +197,7 @@ class Harness:
     def writes(self) -> float:
         """API write requests made so far by the manager and the double (each counts its own client's)."""
         total = 0.0
-        for manager in (self.manager, self.double_manager):
+        for manager in self.managers:
             for family in manager.metrics.registry.collect():
                 if family.name != "rest_client_requests":
                     continue
@@ -209,7 +211,7 @@ class Harness:
         deadline = time.monotonic() + timeout
         idle_since: float | None = None
         while time.monotonic() < deadline:
-            controllers = [*self.manager.controllers, *self.double_manager.controllers]
+            controllers = [c for m in self.managers for c in m.controllers]
             busy = any(len(c.queue) or c.queue._processing for c in controllers)
             if busy:
                 idle_since = None
