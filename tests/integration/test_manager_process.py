@@ -164,11 +164,18 @@ async def test_sigterm_lets_in_flight_reconcile_finish(
     mgr = spawn()
     await asyncio.to_thread(mgr.wait_ready)
     await client.create(CONFIGMAPS, marked(namespace, "slow", sleep="3"))
-    await eventually(
-        lambda: mgr.sample("controller_runtime_active_workers", controller=CONTROLLER) == 1,
-        30,
-        "reconcile running",
-    )
+    # One worker busy for a whole second is the 3 s reconcile: every other ConfigMap of the cluster (a new
+    # namespace's kube-root-ca.crt, those of namespaces being deleted) takes milliseconds.
+    busy_since: list[float] = []
+
+    def slow_reconcile_running() -> bool:
+        if mgr.sample("controller_runtime_active_workers", controller=CONTROLLER) != 1:
+            busy_since.clear()
+            return False
+        busy_since[:] = busy_since[:1] or [time.monotonic()]
+        return time.monotonic() - busy_since[0] >= 1.0
+
+    await eventually(slow_reconcile_running, 30, "the slow reconcile running for a second")
     mgr.signal(signal.SIGTERM)
     assert await asyncio.to_thread(mgr.wait, 30) == 0, mgr.output()
     assert await reconciled_by(client, namespace, "slow"), "the in-flight reconcile should have completed"
