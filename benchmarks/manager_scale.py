@@ -561,22 +561,19 @@ async def main_async(args: argparse.Namespace, cluster: LocalCluster, workdir: P
         progress(f"start-up: ready {startup.to_ready:.1f} s, settled {startup.to_settled:.1f} s")
         if startup.writes:
             sys.exit(f"the copies are not a steady state: the manager wrote {dict(startup.writes)}")
-        manager.stop()
-        manager, startup = await start_and_settle(
-            cluster,
-            workdir,
-            args.workers,
-            f"informer of {WHOLE_LISTS_COMMIT[:7]} (each list decoded whole)",
-            total,
-            tree=whole_lists,
-        )
-        manager.stop()
-        report.startups.append(startup)
+
+        async def whole_lists_startup() -> None:
+            label = f"informer of {WHOLE_LISTS_COMMIT[:7]} (each list decoded whole)"
+            started, result = await start_and_settle(
+                cluster, workdir, args.workers, label, total, tree=whole_lists
+            )
+            started.stop()
+            report.startups.append(result)
+
         if args.startup_only:
+            manager.stop()
+            await whole_lists_startup()
             return report
-        manager, startup = await start_and_settle(
-            cluster, workdir, args.workers, "fan-out limit on, again for the changes", total, tree=tree
-        )
         try:
 
             def memory(value: Object) -> None:
@@ -653,6 +650,7 @@ async def main_async(args: argparse.Namespace, cluster: LocalCluster, workdir: P
         )
         manager.stop()
         report.startups.append(startup)
+        await whole_lists_startup()
         report.kinds = await memory_per_kind(client)
         return report
     except ApiError as exc:
