@@ -206,6 +206,14 @@ class Harness:
                         total += sample.value
         return total
 
+    async def resync_all(self, quiet: float = 1.0) -> None:
+        """Re-deliver every cached object of the manager and the double to their handlers; wait until
+        both are quiet again."""
+        for manager in self.managers:
+            for informer in manager.cache.informers:
+                informer.resync()
+        await self.settle(quiet=quiet)
+
     async def settle(self, quiet: float = 1.0, timeout: float = 60.0) -> None:
         """Wait until every controller queue is empty and idle for `quiet` seconds."""
         deadline = time.monotonic() + timeout

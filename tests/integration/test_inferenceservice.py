@@ -471,9 +471,7 @@ async def resync_writes(h: Harness) -> float:
     """Writes made by a forced resync of every informer once the controllers are idle."""
     await h.settle(quiet=1.0)
     before = h.writes()
-    for informer in [i for m in h.managers for i in m.cache.informers]:
-        informer.resync()
-    await h.settle(quiet=1.0)
+    await h.resync_all(quiet=1.0)
     return h.writes() - before
 
 
@@ -647,9 +645,7 @@ async def test_steady_state_resync_of_200_makes_no_writes(kubeconfig: Path, name
         await h.until(all_ready, lambda o: o.get("ready") == 200, timeout=180)
         await h.settle(quiet=2.0)
         before = h.writes()
-        for informer in [i for m in h.managers for i in m.cache.informers]:
-            informer.resync()
-        await h.settle(quiet=2.0)
+        await h.resync_all(quiet=2.0)
         reconciles = h.manager.metrics.registry.get_sample_value(
             "controller_runtime_reconcile_total", {"controller": "inferenceservice", "result": "success"}
         )

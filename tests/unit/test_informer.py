@@ -75,6 +75,15 @@ class ScriptedServer:
         return response
 
 
+def lists_only(pages: list[Object]) -> ScriptedServer:
+    """A server that answers lists with `pages`, in order, and fails the test if anything watches."""
+
+    async def unused(response: web.StreamResponse, timeout: int) -> None:
+        raise AssertionError("no watch expected")
+
+    return ScriptedServer(unused, pages)
+
+
 @asynccontextmanager
 async def scripted(server: ScriptedServer) -> AsyncIterator[Client]:
     app = web.Application()
@@ -143,15 +152,13 @@ async def test_a_watch_that_stops_after_sending_bookmarks_is_reopened_without_a_
 
 
 async def test_an_expired_continue_token_falls_back_to_one_unpaged_list() -> None:
-    async def unused(response: web.StreamResponse, timeout: int) -> None:
-        raise AssertionError("no watch expected")
-
-    server = ScriptedServer(unused)
-    server.pages = [
-        {"metadata": {"resourceVersion": "20", "continue": "token-1"}, "items": [configmap("a", "5")]},
-        status(410, "Expired", "The provided continue parameter is too old to display a consistent list"),
-        {"metadata": {"resourceVersion": "30"}, "items": [configmap("a", "5"), configmap("b", "25")]},
-    ]
+    server = lists_only(
+        [
+            {"metadata": {"resourceVersion": "20", "continue": "token-1"}, "items": [configmap("a", "5")]},
+            status(410, "Expired", "The provided continue parameter is too old to display a consistent list"),
+            {"metadata": {"resourceVersion": "30"}, "items": [configmap("a", "5"), configmap("b", "25")]},
+        ]
+    )
     async with scripted(server) as client:
         result = await client.list_collection(CONFIGMAPS, NAMESPACE, page_size=1, resource_version="")
     assert [o["metadata"]["name"] for o in result.items] == ["a", "b"]
@@ -160,15 +167,13 @@ async def test_an_expired_continue_token_falls_back_to_one_unpaged_list() -> Non
 
 
 async def test_streamed_items_are_superseded_when_a_continue_token_expires() -> None:
-    async def unused(response: web.StreamResponse, timeout: int) -> None:
-        raise AssertionError("no watch expected")
-
-    server = ScriptedServer(unused)
-    server.pages = [
-        {"metadata": {"resourceVersion": "20", "continue": "token-1"}, "items": [configmap("gone", "5")]},
-        status(410, "Expired", "The provided continue parameter is too old to display a consistent list"),
-        {"metadata": {"resourceVersion": "30"}, "items": [configmap("a", "5"), configmap("b", "25")]},
-    ]
+    server = lists_only(
+        [
+            {"metadata": {"resourceVersion": "20", "continue": "token-1"}, "items": [configmap("gone", "5")]},
+            status(410, "Expired", "The provided continue parameter is too old to display a consistent list"),
+            {"metadata": {"resourceVersion": "30"}, "items": [configmap("a", "5"), configmap("b", "25")]},
+        ]
+    )
     delivered: list[str] = []
     async with scripted(server) as client:
         result = await client.list_collection(
@@ -184,11 +189,7 @@ async def test_streamed_items_are_superseded_when_a_continue_token_expires() -> 
 
 
 async def test_an_expired_first_page_is_an_error_for_the_caller() -> None:
-    async def unused(response: web.StreamResponse, timeout: int) -> None:
-        raise AssertionError("no watch expected")
-
-    server = ScriptedServer(unused)
-    server.pages = [status(410, "Expired", "too old resource version: 5 (30)")]
+    server = lists_only([status(410, "Expired", "too old resource version: 5 (30)")])
     async with scripted(server) as client:
         with pytest.raises(Gone):
             await client.list_collection(CONFIGMAPS, NAMESPACE, resource_version="5")
